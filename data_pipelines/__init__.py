@@ -1,0 +1,1 @@
+"""TFDS dataset builders and tf.data input pipelines for jaxreid."""

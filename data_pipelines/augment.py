@@ -1,0 +1,75 @@
+"""Clip-consistent augmentation in TensorFlow: one random draw per clip, applied
+to every frame, so motion between frames is not destroyed (torchreid flips
+frames independently; notes/reidlibs.md b.2).
+
+All randomness is stateless and seeded by the batch plan, so augmentation is a
+pure function of (seed, step) like the rest of the batch. Frames stay uint8;
+normalization happens on device.
+"""
+
+import tensorflow as tf
+
+# Random erasing fills with the ImageNet mean colour: zero after normalization.
+_MEAN_RGB = (124, 116, 104)
+
+
+def _seed(seed, i):
+  return tf.random.experimental.stateless_fold_in(seed, i)
+
+
+def resize_clip(frames, height: int, width: int):
+  """(T, h, w, 3) uint8 -> (T, height, width, 3) uint8, bilinear, skipped when equal."""
+  shape = tf.shape(frames)
+  def resize():
+    x = tf.image.resize(tf.cast(frames, tf.float32), (height, width), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+  out = tf.cond(tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width)),
+                lambda: frames, resize)
+  return tf.ensure_shape(out, [None, height, width, 3])
+
+
+def random_flip(frames, seed):
+  """Horizontal flip of the whole clip with probability 1/2."""
+  flip = tf.random.stateless_uniform([], seed) < 0.5
+  return tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+
+
+def pad_and_crop(frames, seed, pad: int):
+  """Zero-pad every frame by `pad` pixels, then crop back at one random offset."""
+  if not pad:
+    return frames
+  height, width = frames.shape[1], frames.shape[2]
+  padded = tf.pad(frames, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  offset = tf.random.stateless_uniform([2], seed, 0, 2 * pad + 1, dtype=tf.int32)
+  cropped = padded[:, offset[0]:offset[0] + height, offset[1]:offset[1] + width, :]
+  return tf.ensure_shape(cropped, frames.shape)
+
+
+def random_erasing(frames, seed, probability: float, area=(0.02, 0.4), aspect=(0.3, 3.3)):
+  """Random erasing (Zhong et al. 2020): the same rectangle in every frame."""
+  if not probability:
+    return frames
+  height, width = frames.shape[1], frames.shape[2]
+  u = tf.random.stateless_uniform([5], seed)
+  target = (area[0] + u[0] * (area[1] - area[0])) * height * width
+  log_ratio = tf.math.log(aspect[0]) + u[1] * (tf.math.log(aspect[1]) - tf.math.log(aspect[0]))
+  ratio = tf.exp(log_ratio)
+  h = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(target * ratio)), tf.int32), 1, height)
+  w = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(target / ratio)), tf.int32), 1, width)
+  top = tf.cast(u[2] * tf.cast(height - h + 1, tf.float32), tf.int32)
+  left = tf.cast(u[3] * tf.cast(width - w + 1, tf.float32), tf.int32)
+  rows = tf.range(height)[:, None]
+  cols = tf.range(width)[None, :]
+  inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)  # (H, W)
+  inside = tf.logical_and(inside, u[4] < probability)[None, :, :, None]
+  fill = tf.constant(_MEAN_RGB, tf.uint8)[None, None, None, :]
+  return tf.where(inside, fill, frames)
+
+
+def augment_clip(frames, seed, *, flip: bool, pad: int, erasing: float):
+  """Applies the configured augmentations to a (T, H, W, 3) uint8 clip."""
+  if flip:
+    frames = random_flip(frames, _seed(seed, 0))
+  frames = pad_and_crop(frames, _seed(seed, 1), pad)
+  frames = random_erasing(frames, _seed(seed, 2), erasing)
+  return frames

@@ -1,0 +1,196 @@
+"""Train and eval input pipelines over a prepared TFDS dataset.
+
+Datasets are prepared in the ArrayRecord format and read by random access, so
+a PK batch can pick any tracklets, and only the sampled frames of each are
+decoded: a record is parsed on the host, the chosen frames' JPEG/PNG bytes are
+handed to tf.data, and tf.data decodes, resizes and augments them in parallel.
+
+Every builder stores the same features (see ``datasets.py``): 'frames' (a
+sequence of encoded images), 'pid', 'camid', 'tracklet', 'num_frames'; extra
+per-tracklet flags (e.g. the synthetic 'gait_twin') become query subsets.
+
+Batches are dicts of numpy arrays (DESIGN.md section 3):
+  train: frames (B, T, H, W, 3) uint8, pid (B,) int32 labels 0..num_ids-1,
+         camid (B,), tracklet (B,);
+  eval:  frames, pid, camid, tracklet, mask (B,) bool (False on padding rows).
+"""
+
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_pipelines import augment, datasets, sampling
+
+# Features stored by every builder; anything else boolean is a query subset.
+_CORE_FEATURES = ('frames', 'pid', 'camid', 'tracklet', 'num_frames')
+
+
+def read_index(source, split: str, path_hint: str = '') -> sampling.SplitIndex:
+  """Scans a split once, reading only metadata, into a SplitIndex.
+
+  Args:
+    source: a RAW_BYTES TFDS data source (serialized tf.train.Example records).
+    split: split name, for error messages.
+  """
+  n = len(source)
+  tracklet, pid, camid, num_frames = (np.zeros(n, np.int64) for _ in range(4))
+  extras = {}
+  for pos in range(n):
+    feature = tf.train.Example.FromString(source[pos]).features.feature
+    tracklet[pos] = feature['tracklet'].int64_list.value[0]
+    pid[pos] = feature['pid'].int64_list.value[0]
+    camid[pos] = feature['camid'].int64_list.value[0]
+    num_frames[pos] = feature['num_frames'].int64_list.value[0]
+    for key in feature:
+      if key not in _CORE_FEATURES and feature[key].int64_list.value:
+        extras.setdefault(key, np.zeros(n, np.int64))[pos] = feature[key].int64_list.value[0]
+  order = np.argsort(tracklet)
+  if not np.array_equal(tracklet[order], np.arange(n)):
+    raise ValueError(f'Split {split!r} of {path_hint}: tracklet ids are not 0..{n - 1}; '
+                     'the prepared dataset is inconsistent. Delete it and prepare it again.')
+  if (num_frames <= 0).any():
+    bad = int(np.flatnonzero(num_frames[order] <= 0)[0])
+    raise ValueError(f'Split {split!r} of {path_hint}: tracklet {bad} has no frames.')
+  return sampling.SplitIndex(
+      position=order, pid=pid[order].astype(np.int32), camid=camid[order].astype(np.int32),
+      num_frames=num_frames[order].astype(np.int32),
+      extras={k: v[order].astype(bool) for k, v in extras.items()})
+
+
+def _frame_bytes(source, position: int, frame_indices) -> list:
+  frames = tf.train.Example.FromString(source[int(position)]).features.feature['frames']
+  values = frames.bytes_list.value
+  return [values[int(i)] for i in frame_indices]
+
+
+def _decode_image(encoded):
+  """JPEG with the accurate IDCT (bit-identical to PIL/libjpeg), else PNG/BMP/GIF."""
+  return tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
+      lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+
+
+def _decode_clip(encoded, height: int, width: int):
+  """(T,) encoded images -> (T, height, width, 3) uint8."""
+  frames = tf.map_fn(_decode_image, encoded,
+                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+  return augment.resize_clip(frames, height, width)
+
+
+class ReIDData:
+  """A prepared re-ID dataset and the pipelines the training loop reads.
+
+  Args:
+    config: the experiment config (dataset, dataset_config, data_dir,
+      manual_dir, height, width, clip_len, train_sampler, num_identities,
+      num_instances, seed, augment.*, eval.*).
+    process_index, process_count: this process's slice of every train batch.
+  """
+
+  def __init__(self, config, process_index: int = 0, process_count: int = 1):
+    self.config = config
+    self.process_index, self.process_count = process_index, process_count
+    self.builder = datasets.prepare(config.dataset, config.dataset_config,
+                                    data_dir=config.data_dir, manual_dir=config.manual_dir)
+    self._sources, self.index = {}, {}
+    for split in ('train', 'query', 'gallery'):
+      self._sources[split] = self.builder.as_data_source(
+          split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+      self.index[split] = read_index(self._sources[split], split, self.builder.data_dir)
+    # Training labels: dataset person ids in sorted order -> 0..num_ids-1.
+    train_pids = self.index['train'].pid
+    self.train_pid_values, self.train_labels = np.unique(train_pids, return_inverse=True)
+    self.num_train_ids = len(self.train_pid_values)
+
+  def summary_rows(self):
+    """(subset, #ids, #tracklets, #cameras) for the console table."""
+    return [[split, len(np.unique(ix.pid)), len(ix), len(np.unique(ix.camid))]
+            for split, ix in self.index.items()]
+
+  def split_labels(self, split: str) -> dict:
+    """Per-tracklet 'pid', 'camid' and boolean 'subsets' of an eval split."""
+    ix = self.index[split]
+    return {'pid': ix.pid, 'camid': ix.camid,
+            'subsets': {name + 's': mask for name, mask in ix.extras.items()}}
+
+  # --- train -----------------------------------------------------------------
+
+  def plan(self, step: int) -> sampling.BatchPlan:
+    """This process's rows of the global PK batch of `step`."""
+    c = self.config
+    plan = sampling.plan_pk_batch(
+        self.index['train'], self.train_labels, seed=c.seed, step=step,
+        num_identities=c.num_identities, num_instances=c.num_instances,
+        clip_len=c.clip_len, clip_sampler=c.train_sampler)
+    start, stop = sampling.process_rows(len(plan.labels), self.process_index, self.process_count)
+    return plan.rows(start, stop)
+
+  def train_batches(self, start_step: int) -> Iterator[dict]:
+    """Endless numpy batches for steps start_step, start_step + 1, ..."""
+    c = self.config
+    source, index = self._sources['train'], self.index['train']
+    local_batch = c.num_identities * c.num_instances // self.process_count
+
+    def clips():  # one element per clip, in batch order
+      step = start_step
+      while True:
+        plan = self.plan(step)
+        for row, t in enumerate(plan.tracklets):
+          yield (_frame_bytes(source, index.position[t], plan.frames[row]), plan.labels[row],
+                 index.camid[t], t, plan.aug_seeds[row])
+        step += 1
+
+    signature = (tf.TensorSpec([c.clip_len], tf.string), tf.TensorSpec([], tf.int32),
+                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64),
+                 tf.TensorSpec([2], tf.int32))
+
+    def decode_and_augment(encoded, label, camid, tracklet, seed):
+      frames = _decode_clip(encoded, c.height, c.width)
+      frames = augment.augment_clip(frames, seed, flip=c.augment.flip, pad=c.augment.pad,
+                                    erasing=c.augment.random_erasing)
+      frames = tf.ensure_shape(frames, [c.clip_len, c.height, c.width, 3])
+      return {'frames': frames, 'pid': label, 'camid': camid,
+              'tracklet': tf.cast(tracklet, tf.int32)}
+
+    ds = tf.data.Dataset.from_generator(clips, output_signature=signature)
+    ds = ds.map(decode_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(2)
+    return ds.as_numpy_iterator()
+
+  # --- eval ------------------------------------------------------------------
+
+  def eval_batches(self, split: str) -> Iterator[dict]:
+    """Every tracklet of `split` as clips of T frames, in fixed-size batches
+    padded with mask=False rows (one compiled eval step for all batches)."""
+    c = self.config
+    source, index = self._sources[split], self.index[split]
+    clip_len = c.eval.clip_len or c.clip_len
+
+    def clips():
+      for t in range(len(index)):
+        for chunk in sampling.eval_chunks(index.num_frames[t], clip_len, c.eval.sampler,
+                                          c.eval.max_chunks):
+          yield _frame_bytes(source, index.position[t], chunk), t
+
+    ds = tf.data.Dataset.from_generator(clips, output_signature=(
+        tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
+    ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
+        _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
+                                'tracklet': tf.cast(t, tf.int32)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(c.eval.batch_size).prefetch(2)
+    for batch in ds.as_numpy_iterator():
+      yield _pad_batch(batch, c.eval.batch_size, index)
+
+
+def _pad_batch(batch: dict, size: int, index: sampling.SplitIndex) -> dict:
+  n = len(batch['tracklet'])
+  out = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
+         for k, v in batch.items()}
+  out['mask'] = np.arange(size) < n
+  out['pid'] = index.pid[out['tracklet']]
+  out['camid'] = index.camid[out['tracklet']]
+  return out

@@ -1,0 +1,168 @@
+"""Which tracklets and frames make up each batch: pure NumPy, no TensorFlow.
+
+The train batch of step `s` is a pure function of (seed, s) (DESIGN.md
+section 3): every process computes the same global plan and keeps its own rows,
+so a resumed run, or a run on a different number of processes, sees exactly
+the same global batches.
+"""
+
+import dataclasses
+
+import numpy as np
+
+TRAIN_SAMPLERS = ('consecutive', 'restricted', 'evenly')
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndex:
+  """Per-tracklet metadata of one split, in tracklet order.
+
+  Attributes:
+    position: (N,) record position in the stored split (array_record order
+      differs from tracklet order).
+    pid: (N,) dataset person ids.
+    camid: (N,) cameras.
+    num_frames: (N,) frames per tracklet.
+    extras: further per-tracklet (N,) arrays, e.g. {'gait_twin': bool}.
+  """
+  position: np.ndarray
+  pid: np.ndarray
+  camid: np.ndarray
+  num_frames: np.ndarray
+  extras: dict = dataclasses.field(default_factory=dict)
+
+  def __len__(self):
+    return len(self.pid)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+  """The rows of one batch: tracklet indices, frame indices, labels, aug seeds."""
+  tracklets: np.ndarray  # (B,) indices into the SplitIndex
+  frames: np.ndarray  # (B, T) frame indices within each tracklet
+  labels: np.ndarray  # (B,) training labels 0..num_ids-1
+  aug_seeds: np.ndarray  # (B, 2) int32 seeds for stateless augmentation
+
+  def rows(self, start: int, stop: int) -> 'BatchPlan':
+    return BatchPlan(self.tracklets[start:stop], self.frames[start:stop],
+                     self.labels[start:stop], self.aug_seeds[start:stop])
+
+
+def sample_clip(num_frames: int, clip_len: int, method: str, rng: np.random.Generator):
+  """Frame indices (clip_len,) of one training clip.
+
+  Methods:
+    consecutive: a random window of consecutive frames, looped when the
+      tracklet is shorter than the clip.
+    restricted: the tracklet cut into `clip_len` equal chunks, one random frame
+      from each (restricted random sampling, Li et al. 2018).
+    evenly: torchreid's rule: N' = N - N % T frames, every (N // T)-th; short
+      tracklets repeat their last frame (deterministic).
+  """
+  n, t = int(num_frames), int(clip_len)
+  if method == 'consecutive':
+    start = rng.integers(0, max(n - t, 0) + 1)
+    return (start + np.arange(t)) % n
+  if method == 'restricted':
+    edges = np.floor(np.linspace(0, n, t + 1)).astype(np.int64)
+    lo, hi = edges[:-1], np.maximum(edges[1:], edges[:-1] + 1)  # chunk [lo, hi)
+    return np.minimum(lo + np.floor(rng.random(t) * (hi - lo)).astype(np.int64), n - 1)
+  if method == 'evenly':
+    return evenly_spaced(n, t)
+  raise ValueError(f'Unknown clip sampler {method!r}; valid choices: {", ".join(TRAIN_SAMPLERS)}.')
+
+
+def evenly_spaced(num_frames: int, clip_len: int):
+  """torchreid's 'evenly' indices (notes/reidlibs.md b.2)."""
+  n, t = int(num_frames), int(clip_len)
+  if n >= t:
+    step = (n - n % t) // t
+    return np.arange(t) * step
+  return np.concatenate([np.arange(n), np.full(t - n, n - 1)])
+
+
+def _order_by_camera(tracklets, cams, rng):
+  """Shuffles `tracklets` and interleaves cameras, so the first K taken cover as
+  many cameras as the identity has (cross-camera positives for the triplet)."""
+  perm = rng.permutation(len(tracklets))
+  tracklets, cams = tracklets[perm], cams[perm]
+  # Rank of each tracklet within its camera: take all rank-0s first, then rank-1s...
+  rank_in_cam = np.zeros(len(cams), np.int64)
+  for c in np.unique(cams):
+    rank_in_cam[cams == c] = np.arange((cams == c).sum())
+  return tracklets[np.argsort(rank_in_cam, kind='stable')]
+
+
+def plan_pk_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int,
+                  num_identities: int, num_instances: int, clip_len: int,
+                  clip_sampler: str) -> BatchPlan:
+  """The global PK batch of `step`: P identities x K tracklets x T frames.
+
+  Rows are grouped by identity (row p*K + k is the k-th tracklet of the p-th
+  identity). An identity with fewer than K tracklets repeats them.
+
+  Args:
+    index: the train split.
+    labels: (N,) training label of each tracklet, 0..num_ids-1.
+    seed, step: the batch is a pure function of these.
+    num_identities: P, at most the number of training identities.
+    num_instances: K.
+    clip_len: T.
+    clip_sampler: see `sample_clip`.
+  """
+  num_ids = int(labels.max()) + 1
+  if num_identities > num_ids:
+    raise ValueError(f'config.num_identities = {num_identities} exceeds the {num_ids} '
+                     'training identities of the dataset.')
+  rng = np.random.default_rng([seed, step])
+  by_label = _tracklets_by_label(labels)
+  chosen = rng.choice(num_ids, size=num_identities, replace=False)
+  tracklets = []
+  for label in chosen:
+    own = _order_by_camera(by_label[label], index.camid[by_label[label]], rng)
+    reps = -(-num_instances // len(own))  # ceil
+    tracklets.append(np.tile(own, reps)[:num_instances])
+  tracklets = np.concatenate(tracklets)
+  frames = np.stack([sample_clip(index.num_frames[t], clip_len, clip_sampler, rng)
+                     for t in tracklets])
+  aug_seeds = rng.integers(0, 2**31 - 1, size=(len(tracklets), 2), dtype=np.int64)
+  return BatchPlan(tracklets, frames, labels[tracklets].astype(np.int32),
+                   aug_seeds.astype(np.int32))
+
+
+def _tracklets_by_label(labels):
+  order = np.argsort(labels, kind='stable')
+  bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
+  return [order[bounds[i]:bounds[i + 1]] for i in range(labels.max() + 1)]
+
+
+def process_rows(global_batch: int, process_index: int, process_count: int):
+  """The [start, stop) rows of the global batch that this process builds."""
+  if global_batch % process_count:
+    raise ValueError(f'The global batch of {global_batch} clips cannot be split evenly '
+                     f'over {process_count} processes.')
+  local = global_batch // process_count
+  return process_index * local, (process_index + 1) * local
+
+
+def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks: int = 0):
+  """Frame indices of the eval clips of one tracklet, (num_chunks, T).
+
+  Methods:
+    all: every frame, in consecutive chunks of T; the last chunk is padded by
+      cycling its own frames (not the tracklet's first ones).
+    evenly: one clip of T evenly spaced frames (torchreid's default).
+  `max_chunks` > 0 keeps only the first chunks ('all' only).
+  """
+  n, t = int(num_frames), int(clip_len)
+  if method == 'evenly':
+    return evenly_spaced(n, t)[None]
+  if method != 'all':
+    raise ValueError(f"Unknown eval sampler {method!r}; valid choices: all, evenly.")
+  chunks = []
+  for start in range(0, n, t):
+    own = n - start  # frames left for this chunk
+    chunks.append(start + np.arange(t) % own)
+    if max_chunks and len(chunks) == max_chunks:
+      break
+  return np.stack(chunks)

@@ -1,0 +1,100 @@
+"""What the entry points share: flags, input checks, the data object."""
+
+import os
+import re
+import runpy
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxreid.training import checkpoint
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to an ml_collections config file (experiments/configs/*.py); '
+    'override fields with --config.key=value.', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Folder for checkpoints, TensorBoard events and eval_results.json.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def config_and_workdir():
+  """The parsed config and a checked, absolute workdir."""
+  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f'--workdir={_WORKDIR.value}: the parent folder {parent} does '
+                            'not exist; create it first or choose another path.')
+  return _CONFIG.value, workdir
+
+
+def make_data(config):
+  """The dataset of `config`, prepared if needed, sliced for this process.
+
+  Imported lazily: TensorFlow starts only here, with its GPUs hidden so that it
+  never takes accelerator memory from JAX.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  quiet_libraries()
+  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.ReIDData(config, jax.process_index(), jax.process_count())
+
+
+def run_or_exit(fn, *args):
+  """Runs `fn`; a user error (bad name, path or value) ends the program with one
+  line naming it, instead of a traceback."""
+  try:
+    return fn(*args)
+  except (ValueError, FileNotFoundError, checkpoint.CheckpointMismatchError) as e:
+    logging.debug('User error', exc_info=True)
+    sys.exit(f'error: {e}')
+
+
+class _DropLibraryChatter(logging.logging.Filter):
+  """Hides the INFO lines Orbax writes for every save, restore and manager."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_libraries():
+  """Keeps the console to our progress lines: no TFDS bars, no Orbax INFO."""
+  logging.get_absl_handler().addFilter(_DropLibraryChatter())
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+
+
+def parse_flags(argv):
+  """absl's flag parser, plus one clear line for a mistyped --config.key.
+
+  ml_collections raises a bare AttributeError (a traceback) for an unknown key;
+  this names the flag, the closest key and the valid keys at that level.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except AttributeError as e:
+    missing = re.findall(r"'([^'\\]+)", str(e))
+    key = missing[0] if missing else ''
+    bad = next((a.split('=')[0] for a in argv
+                if re.match(rf'--config\.(\w+\.)*{re.escape(key)}(=|$)', a)), f'--config.{key}')
+    sys.exit(f'FATAL Flags parsing error: {bad}: no such config key'
+             f'{_suggestion(str(e))}; valid keys there: {_valid_keys(argv, bad)}.')
+
+
+def _suggestion(message: str) -> str:
+  found = re.search(r'Did you mean "(\w+)"', message)
+  return f' (did you mean {found.group(1)!r}?)' if found else ''
+
+
+def _valid_keys(argv, bad_flag: str) -> str:
+  """Keys of the config level that `bad_flag` (--config.a.b.typo) points into."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  try:
+    node = runpy.run_path(path.split(':')[0])['get_config']()
+    for part in bad_flag[len('--config.'):].split('.')[:-1]:
+      node = node[part]
+    return ', '.join(sorted(node.keys()))
+  except Exception:  # pylint: disable=broad-except
+    return 'see the config file'

@@ -1,0 +1,67 @@
+r"""Default: the temporal-pooling baseline on the built-in synthetic dataset.
+
+A small ResNet-18 (half width) on 64 x 32 clips, softmax (label smoothing) +
+batch-hard triplet with a BNNeck, Adam. Trains and evaluates in a few minutes
+on a 2-core CPU.
+
+  python -m experiments.train --config=experiments/configs/synthetic_baseline.py \
+      --workdir=/tmp/jaxreid/synthetic_baseline
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Data: any name in data_pipelines.datasets.DATASETS.
+  c.dataset = 'synthetic_video_reid'
+  c.dataset_config = 'default'  # TFDS builder config ('' = the builder's default)
+  c.data_dir = ''  # '' = TFDS's default (~/tensorflow_datasets)
+  c.manual_dir = ''  # where a manually downloaded release was extracted
+  c.height, c.width = 64, 32
+  c.clip_len = 4  # T frames per training clip
+  c.train_sampler = 'restricted'  # consecutive | restricted | evenly
+  c.num_identities = 16  # P
+  c.num_instances = 4  # K; global batch = P * K clips
+  c.augment = ml_collections.ConfigDict(dict(flip=True, pad=2, random_erasing=0.3))
+
+  # Model: a name in jaxreid.models.MODELS and its keyword arguments.
+  c.model_name = 'temporal_pooling'
+  c.model = ml_collections.ConfigDict(dict(backbone='resnet18', backbone_width=32,
+                                           last_stride=1))
+  c.dtype = 'float32'  # or 'bfloat16' (parameters and BN statistics stay float32)
+
+  # Objective: terms of jaxreid.losses.LOSS_TERMS with weights.
+  c.losses = ml_collections.ConfigDict({'ce': 1.0, 'triplet': 1.0})
+  c.loss_options = ml_collections.ConfigDict(dict(
+      label_smoothing=0.1, triplet_margin=0.3, triplet_metric='euclidean',
+      triplet_soft_margin=False))
+
+  # Optimization.
+  c.optimizer = 'adam'  # adam | adamw | sgd
+  c.learning_rate = 1e-3
+  c.weight_decay = 5e-4
+  c.momentum = 0.9  # sgd only
+  c.nesterov = True  # sgd only
+  c.num_train_steps = 1200
+  c.schedule = ml_collections.ConfigDict(dict(
+      kind='step', warmup_steps=100, decay_steps=(800, 1100), decay_factor=0.1))
+
+  # Bookkeeping.
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 400
+  c.keep_checkpoints = 2
+  c.eval_every_steps = 0  # 0 = evaluate at the end only
+
+  # Evaluation (DESIGN.md section 6).
+  c.eval = ml_collections.ConfigDict(dict(
+      clip_len=0,  # 0 = same as clip_len
+      sampler='all',  # all (every frame, chunks of T) | evenly (one clip)
+      max_chunks=0,  # 0 = no limit
+      batch_size=64,
+      metric='euclidean',  # euclidean | cosine
+      protocol='torchreid',
+      normalize_features=False))
+  return c

@@ -1,0 +1,26 @@
+r"""Evaluates the latest checkpoint of a training run.
+
+  python -m experiments.evaluate --config=experiments/configs/synthetic_baseline.py \
+      --workdir=/tmp/jaxreid/baseline [--config.eval.metric=cosine ...]
+
+Writes eval_results.json to --workdir.
+"""
+
+from absl import app
+
+from experiments import common
+from jaxreid.training import loop
+
+
+def evaluate(config, workdir: str) -> dict:
+  return loop.evaluate_checkpoint(config, workdir, common.make_data(config))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  common.run_or_exit(lambda: evaluate(*common.config_and_workdir()))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=common.parse_flags)

@@ -1,0 +1,28 @@
+r"""Trains a video re-ID model, then evaluates it on the query/gallery split.
+
+  python -m experiments.train --config=experiments/configs/synthetic_baseline.py \
+      --workdir=/tmp/jaxreid/baseline [--config.num_train_steps=2000 ...]
+
+Resumes from the latest checkpoint in --workdir. Writes checkpoints,
+TensorBoard events and eval_results.json there.
+"""
+
+from absl import app
+
+from experiments import common
+from jaxreid.training import loop
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Prepares the configured dataset, trains, evaluates; returns the results."""
+  return loop.train_and_evaluate(config, workdir, common.make_data(config))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  common.run_or_exit(lambda: train_and_evaluate(*common.config_and_workdir()))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=common.parse_flags)

@@ -1,0 +1,122 @@
+"""Re-ID objectives, selected and weighted by configuration.
+
+``config.losses = {'ce': 1.0, 'triplet': 1.0}`` names terms of ``LOSS_TERMS``
+with their weights, so a paper's objective and its ablations are config files,
+not code branches (DESIGN.md section 4). Every term has the signature
+``term(outputs, labels, cfg) -> scalar`` where ``outputs`` is the model's dict,
+``labels`` (B,) int32 training identities and ``cfg`` the config's
+``loss_options`` (margins, smoothing, ...).
+
+Losses are computed in float32 whatever the model's compute dtype.
+"""
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Softmax cross-entropy, optionally with label smoothing.
+
+  With smoothing eps the target is (1 - eps) * one_hot + eps / num_classes
+  (Szegedy et al. 2016), as in the strong re-ID baseline and MSTN (eq. 5).
+
+  Args:
+    logits: (B, K) class scores.
+    labels: (B,) int class indices.
+    label_smoothing: eps in [0, 1).
+  Returns:
+    Mean loss over the batch, a float32 scalar.
+  """
+  logits = logits.astype(jnp.float32)
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
+def pairwise_distances(x, metric: str = 'euclidean'):
+  """(B, D) -> (B, B) distances between all rows.
+
+  'euclidean' is the (non-squared) Euclidean distance, clamped at 1e-12 before
+  the square root so its gradient stays finite on the diagonal (as torchreid);
+  'cosine' is 1 - cosine similarity.
+  """
+  x = x.astype(jnp.float32)
+  if metric == 'euclidean':
+    sq = jnp.sum(x * x, axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T
+    return jnp.sqrt(jnp.maximum(d2, 1e-12))
+  if metric == 'cosine':
+    xn = x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return 1.0 - xn @ xn.T
+  raise ValueError(f"Unknown triplet metric {metric!r}; valid choices: cosine, euclidean.")
+
+
+def batch_hard_triplet(embeddings, labels, margin: float = 0.3,
+                       metric: str = 'euclidean', soft_margin: bool = False):
+  """Batch-hard triplet loss (Hermans et al. 2017).
+
+  For each anchor, the farthest positive and the nearest negative in the batch:
+  L = mean_a max(0, m + d(a, p*) - d(a, n*)), or log(1 + exp(d_ap - d_an)) with
+  ``soft_margin``. Under ``jax.jit`` on a data mesh the batch is the *global*
+  PK batch: XLA gathers the embeddings for the (B, B) distance matrix.
+
+  Args:
+    embeddings: (B, D) features.
+    labels: (B,) identities; every anchor needs a positive and a negative.
+    margin: m.
+    metric: 'euclidean' or 'cosine'.
+    soft_margin: use the soft-plus form instead of the hinge.
+  Returns:
+    Mean loss over anchors, a float32 scalar.
+  """
+  dist = pairwise_distances(embeddings, metric)  # (B, B)
+  same = labels[:, None] == labels[None, :]  # (B, B)
+  hardest_positive = jnp.max(jnp.where(same, dist, -jnp.inf), axis=1)  # (B,)
+  hardest_negative = jnp.min(jnp.where(same, jnp.inf, dist), axis=1)  # (B,)
+  gap = hardest_positive - hardest_negative
+  if soft_margin:
+    return jnp.mean(jax.nn.softplus(gap))
+  return jnp.mean(jax.nn.relu(gap + margin))
+
+
+def _ce_term(outputs, labels, cfg):
+  return cross_entropy(outputs['logits'], labels, cfg.get('label_smoothing', 0.0))
+
+
+def _triplet_term(outputs, labels, cfg):
+  features = outputs.get('triplet_features', outputs['embedding'])
+  return batch_hard_triplet(features, labels, margin=cfg.get('triplet_margin', 0.3),
+                            metric=cfg.get('triplet_metric', 'euclidean'),
+                            soft_margin=cfg.get('triplet_soft_margin', False))
+
+
+LOSS_TERMS: dict[str, Callable] = {
+    'ce': _ce_term,
+    'triplet': _triplet_term,
+}
+
+
+def check_loss_weights(weights: Mapping[str, float]):
+  """Raises a clear error for loss names that are not registered."""
+  unknown = sorted(set(weights) - set(LOSS_TERMS))
+  if unknown:
+    raise ValueError(f'Unknown loss term(s) {", ".join(unknown)} in config.losses; '
+                     f'valid choices: {", ".join(sorted(LOSS_TERMS))}.')
+  if not weights:
+    raise ValueError('config.losses is empty; name at least one of '
+                     f'{", ".join(sorted(LOSS_TERMS))} with a weight.')
+
+
+def total_loss(outputs, labels, weights: Mapping[str, float], cfg: Mapping):
+  """Weighted sum of the configured terms, and each term for logging.
+
+  Returns:
+    (total, {name: term value}) as float32 scalars.
+  """
+  terms = {name: LOSS_TERMS[name](outputs, labels, cfg) for name in weights}
+  total = sum(float(weights[name]) * value for name, value in terms.items())
+  return total, terms

@@ -1,0 +1,20 @@
+"""Model registry: ``MODELS[name](num_classes=..., **config.model)``.
+
+Every model maps (B, T, H, W, 3) uint8 frames to a dict with ``embedding``
+(B, D) for retrieval, ``logits`` (B, num_classes) when it has a classifier, and
+whatever its losses need (DESIGN.md section 4).
+"""
+
+from jaxreid.models import baselines
+
+MODELS = {
+    'temporal_pooling': baselines.TemporalPooling,
+}
+
+
+def get_model(name: str, **kwargs):
+  """Builds a registered model; unknown names list the valid ones."""
+  if name not in MODELS:
+    raise ValueError(
+        f'Unknown model {name!r}; valid choices: {", ".join(sorted(MODELS))}.')
+  return MODELS[name](**kwargs)

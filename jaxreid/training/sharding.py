@@ -1,0 +1,49 @@
+"""Data-parallel sharding over every device of every process.
+
+One mesh axis, ``'data'``: the batch is split along its first axis, the train
+state is replicated, and ``jax.jit`` inserts the gradient all-reduce. This is
+what ``jax.pmap`` used to do (DESIGN.md section 5). The mesh uses Auto axis
+types so that model and loss code needs no sharding annotations: the batch-hard
+triplet's (B, B) distance matrix over the *global* batch is gathered by XLA.
+"""
+
+from typing import Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
+  """A 1-D ('data',) mesh over `devices` (default: all devices of all processes)."""
+  devices = list(devices) if devices is not None else jax.devices()
+  return jax.make_mesh((len(devices),), ('data',), axis_types=(AxisType.Auto,),
+                       devices=devices)
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def to_global(local_batch: Mapping[str, np.ndarray], mesh) -> dict:
+  """Turns this process's slice of the batch into global, batch-sharded arrays.
+
+  Each process passes only its own rows (global batch / process count); with a
+  single process this is a plain ``device_put`` split over the local devices.
+  """
+  sharding = data_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
+
+
+def check_batch_divisible(global_batch_size: int, mesh, what: str):
+  """Raises a clear error when a batch cannot be split evenly over the mesh."""
+  n = mesh.devices.size
+  if global_batch_size % n:
+    raise ValueError(
+        f'{what} = {global_batch_size} is not divisible by the {n} devices of the '
+        f'data mesh; choose a multiple of {n}.')

@@ -5,6 +5,9 @@ import re
 import runpy
 import sys
 
+# TensorFlow's C++ start-up banners (oneDNN, CPU features) are noise here.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags

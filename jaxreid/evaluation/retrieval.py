@@ -14,7 +14,6 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxreid.evaluation import distance as distance_lib
 from jaxreid.evaluation import ranking
 from jaxreid.training import sharding
 
@@ -60,6 +59,23 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   return (sums / counts[:, None]).astype(np.float32)
 
 
+def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
+  """The gallery each protocol ranks (notes/datasets.md section 1).
+
+  torchreid and with_query_in_gallery drop junk (pid -1) tracklets, as
+  torchreid's loaders do (ranking prepends the queries for the latter);
+  mars_official ranks against every test tracklet, queries and junk included.
+
+  Returns:
+    (gallery features, gallery pids, gallery camids).
+  """
+  if protocol == 'mars_official':
+    return (np.concatenate([qf, gf]), np.concatenate([query['pid'], gallery['pid']]),
+            np.concatenate([query['camid'], gallery['camid']]))
+  keep = gallery['pid'] != -1
+  return gf[keep], gallery['pid'][keep], gallery['camid'][keep]
+
+
 def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean',
              protocol: str = 'torchreid', normalize: bool = False) -> dict:
   """Extracts query and gallery features and ranks the gallery for each query.
@@ -68,30 +84,35 @@ def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean'
     A JSON-able dict: rank1/5/10/20, mAP, mINP, cmc (list), counts, protocol,
     metric, and per-subset rank-1 / mAP under 'subsets'.
   """
+  ranking.check_protocol(protocol)
   feats, labels = {}, {}
   for split in ('query', 'gallery'):
     labels[split] = data.split_labels(split)
     feats[split] = extract_tracklet_features(
         embed_fn, state, data.eval_batches(split), len(labels[split]['pid']), mesh, split)
-  qf, gf = feats['query'], feats['gallery']
+  qf, q = feats['query'], labels['query']
   if normalize:
-    qf = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
-    gf = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)
-  distmat = np.asarray(distance_lib.pairwise_distance(qf, gf, metric=metric))
-  q, g = labels['query'], labels['gallery']
-  rank = lambda rows: ranking.evaluate_rank(
-      distmat[rows], q['pid'][rows], g['pid'], q['camid'][rows], g['camid'],
-      max_rank=50, protocol=protocol)
-  out = rank(np.arange(len(q['pid'])))
-  results = _summarize(out)
+    qf, feats['gallery'] = _l2_normalize(qf), _l2_normalize(feats['gallery'])
+  gf, g_pids, g_camids = protocol_gallery(protocol, q, labels['gallery'], qf, feats['gallery'])
+
+  def rank(rows):
+    return ranking.evaluate_features(qf[rows], gf, q['pid'][rows], g_pids, q['camid'][rows],
+                                     g_camids, metric=metric, max_rank=50, protocol=protocol)
+
+  results = _summarize(rank(np.arange(len(q['pid']))))
   results.update(protocol=protocol, metric=metric, num_query=len(q['pid']),
-                 num_gallery=len(g['pid']), subsets={})
+                 num_gallery=len(g_pids), subsets={})
   for name, mask in q.get('subsets', {}).items():
     rows = np.flatnonzero(mask)
-    if len(rows):
+    has_match = [np.any((g_pids == q['pid'][r]) & (g_camids != q['camid'][r])) for r in rows]
+    if any(has_match):
       sub = _summarize(rank(rows))
       results['subsets'][name] = {k: sub[k] for k in ('rank1', 'mAP', 'num_valid_queries')}
   return results
+
+
+def _l2_normalize(x):
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _summarize(out: Mapping) -> dict:

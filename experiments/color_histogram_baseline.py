@@ -34,54 +34,21 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from data_pipelines import datasets
+from jaxreid.evaluation import ranking
+
 _DATASET = flags.DEFINE_string('dataset', 'synthetic_video_reid', 'TFDS dataset name.')
 _CONFIG = flags.DEFINE_string('config_name', 'default', 'TFDS builder config name.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: TFDS default).')
 _VARIANTS = flags.DEFINE_list('variants', ['rgb_joint', 'hsv_chi2', 'hsv_stripes', 'hsv_center', 'gw_center'],
                               'Descriptor variants to evaluate.')
 
-try:  # The library's ranking metrics, when present.
-  from jaxreid.evaluation.ranking import evaluate_rank  # pylint: disable=g-import-not-at-top
-except ImportError:  # pragma: no cover - depends on the checkout
-  evaluate_rank = None
-
-
-def _evaluate_rank_np(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
-                      protocol='torchreid'):
-  """Torchreid-protocol CMC and mAP in NumPy.
-
-  TODO(jaxreid): stand-in for `jaxreid.evaluation.ranking.evaluate_rank`; remove
-  once that module exists in every checkout.
-  """
-  assert protocol == 'torchreid'
-  num_q, num_g = distmat.shape
-  max_rank = min(max_rank, num_g)
-  order = np.argsort(distmat, axis=1, kind='stable')
-  matches = g_pids[order] == q_pids[:, None]
-  cmc_all, aps = [], []
-  for i in range(num_q):
-    keep = ~((g_pids[order[i]] == q_pids[i]) & (g_camids[order[i]] == q_camids[i]))
-    hits = matches[i][keep]
-    if not hits.any():
-      continue
-    cmc = hits.cumsum()
-    cmc[cmc > 1] = 1
-    cmc_all.append(cmc[:max_rank])
-    precision = hits.cumsum() / (np.arange(hits.size) + 1.0)
-    aps.append(float((precision * hits).sum() / hits.sum()))
-  if not cmc_all:
-    raise ValueError('no query has a match in the gallery')
-  cmc_all = [np.pad(c, (0, max_rank - c.size), mode='edge') for c in cmc_all]
-  return {'cmc': np.mean(np.asarray(cmc_all, np.float64), 0), 'mAP': float(np.mean(aps)),
-          'num_valid_queries': len(aps)}
-
-
 def _rank(distmat, q_pids, g_pids, q_camids, g_camids):
-  fn = evaluate_rank or _evaluate_rank_np
-  res = fn(np.asarray(distmat, np.float32), np.asarray(q_pids), np.asarray(g_pids),
-           np.asarray(q_camids), np.asarray(g_camids), max_rank=50, protocol='torchreid')
-  return {k: (np.asarray(v) if k == 'cmc' else float(v) if k == 'mAP' else v)
-          for k, v in res.items()}
+  """The torchreid protocol, with the same ranking code as model evaluation."""
+  res = ranking.evaluate_rank(np.asarray(distmat, np.float32), q_pids, g_pids, q_camids,
+                              g_camids, max_rank=50, protocol='torchreid')
+  return {'cmc': np.asarray(res['cmc']), 'mAP': float(res['mAP']),
+          'num_valid_queries': res['num_valid_queries']}
 
 
 # ---------------------------------------------------------------------------
@@ -185,22 +152,11 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 
 def load_split(builder, split: str):
   """Yields (frames uint8 (T, H, W, 3), pid, camid, gait_twin) for every tracklet."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  class _RawFrames(tfds.decode.SkipDecoding):
-    # TFDS 4.9.10's SkipDecoding lacks the NumPy batch path used by data sources
-    # for Sequence features.
-    def decode_batch_example_np(self, serialized_example):
-      return serialized_example
-
-  try:
-    source = builder.as_data_source(split, decoders={'frames': _RawFrames()})
-    examples = (source[i] for i in range(len(source)))
-  except (NotImplementedError, ValueError):  # not a random-access format
-    examples = tfds.as_numpy(builder.as_dataset(split, decoders={'frames': _RawFrames()}))
-  for ex in examples:
-    frames = np.stack([_decode_jpeg(bytes(f)) for f in ex['frames']])
-    yield frames, int(ex['pid']), int(ex['camid']), bool(ex.get('gait_twin', False))
+  source = builder.as_data_source(split)  # TFDS decodes every frame
+  for i in range(len(source)):
+    ex = source[i]
+    yield (np.stack(ex['frames']), int(ex['pid']), int(ex['camid']),
+           bool(ex.get('gait_twin', False)))
 
 
 def describe(builder, split: str, variants):
@@ -218,24 +174,23 @@ def describe(builder, split: str, variants):
 
 def main(argv):
   del argv
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if _DATASET.value == 'synthetic_video_reid':
-    import data_pipelines.synthetic_video_reid  # pylint: disable=g-import-not-at-top,unused-import
   variants = _VARIANTS.value
   for v in variants:
     if v not in VARIANTS:
       raise app.UsageError(f'unknown variant {v}; choose from {sorted(VARIANTS)}')
-  builder = tfds.builder(f'{_DATASET.value}/{_CONFIG.value}', data_dir=_DATA_DIR.value)
   t0 = time.time()
-  builder.download_and_prepare(file_format='array_record')
+  builder = datasets.prepare(_DATASET.value, _CONFIG.value, data_dir=_DATA_DIR.value or '')
   logging.info('dataset ready in %.1fs', time.time() - t0)
   t0 = time.time()
   qf, q_pids, q_cams, q_twin = describe(builder, 'query', variants)
   gf, g_pids, g_cams, _ = describe(builder, 'gallery', variants)
+  # As model evaluation under the torchreid protocol: junk (pid -1) tracklets
+  # are dropped from the gallery, as torchreid's loaders drop them.
+  keep = g_pids != -1
+  gf, g_pids, g_cams = {v: f[keep] for v, f in gf.items()}, g_pids[keep], g_cams[keep]
   print(f'{_DATASET.value}/{_CONFIG.value}: {len(q_pids)} queries '
         f'({int(q_twin.sum())} of gait-twin identities), {len(g_pids)} gallery tracklets; '
-        f'descriptors in {time.time() - t0:.1f}s; metrics: '
-        f'{"jaxreid.evaluation.ranking" if evaluate_rank else "local NumPy stand-in"}')
+        f'descriptors in {time.time() - t0:.1f}s; torchreid protocol')
   print(f'{"variant":<12} {"rank-1":>7} {"rank-5":>7} {"rank-10":>7} {"mAP":>7} '
         f'{"twin r1":>8} {"valid q":>8}')
   for v in variants:

@@ -6,7 +6,7 @@ import runpy
 import sys
 
 # TensorFlow's C++ start-up banners (oneDNN, CPU features) are noise here.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax
 from absl import app, flags, logging

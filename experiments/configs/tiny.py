@@ -9,6 +9,7 @@ from experiments.configs import synthetic_baseline
 def get_config():
   c = synthetic_baseline.get_config()
   c.dataset_config = 'tiny'
+  c.height, c.width = 64, 32
   c.num_identities, c.num_instances = 4, 2
   c.model.backbone = 'resnet_tiny'
   c.model.backbone_width = 8

@@ -11,6 +11,11 @@ import os
 import tensorflow_datasets as tfds
 
 DATASETS = {
+    'dukemtmc_video_reid': 'data_pipelines.dukemtmc_video_reid',
+    'ilids_vid': 'data_pipelines.ilids_vid',
+    'ls_vid': 'data_pipelines.ls_vid',
+    'mars': 'data_pipelines.mars',
+    'prid2011': 'data_pipelines.prid2011',
     'synthetic_video_reid': 'data_pipelines.synthetic_video_reid',
 }
 
@@ -46,3 +51,11 @@ def prepare(name: str, config_name: str = '', data_dir: str = '', manual_dir: st
       manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
   builder.download_and_prepare(download_config=download_config)
   return builder
+
+
+def split_configs(name: str) -> list:
+  """Names of a dataset's numbered train/test splits ('split_0', ...), e.g. the
+  10 splits of iLIDS-VID and PRID-2011; empty for datasets with one split."""
+  get_builder(name)  # validates the name and registers the builder
+  configs = tfds.builder_cls(name).BUILDER_CONFIGS or []
+  return [c.name for c in configs if c.name.startswith('split_')]

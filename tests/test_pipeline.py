@@ -86,7 +86,7 @@ def test_summary_and_subsets(data):
 
 
 def test_unknown_dataset_and_config_name_choices(tiny_data_dir):
-  with pytest.raises(ValueError, match="Unknown dataset 'marz'; valid choices: synthetic_video_reid"):
+  with pytest.raises(ValueError, match="Unknown dataset 'marz'; valid choices: dukemtmc_video_reid, ilids_vid, ls_vid, mars"):
     datasets.get_builder('marz')
   with pytest.raises(ValueError, match="Unknown config 'huge' of dataset 'synthetic_video_reid'"):
     datasets.get_builder('synthetic_video_reid', 'huge', tiny_data_dir)

@@ -3,9 +3,19 @@
 Weight decay is applied as the papers' PyTorch code applies it: for 'sgd' and
 'adam' it is an L2 term added to the gradient before the update (torch's
 ``weight_decay``); 'adamw' decouples it (Loshchilov & Hutter).
+
+``config.pretrained_lr_mult`` (default 1.0) scales the learning rate of the
+parameters under the backbone (``params['backbone']``), as papers do for
+ImageNet-pretrained layers (RRU: 0.1x), through ``optax.multi_transform``:
+each group gets the same optimizer with its own schedule, as PyTorch's
+parameter groups with their own ``lr``. At 1.0 the optimizer is the plain one,
+so the optimizer state keeps its structure (older checkpoints resume).
 """
 
+import jax
 import optax
+
+from jaxreid.backbones.pretrained import DEFAULT_PREFIX as BACKBONE_PREFIX
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
@@ -31,18 +41,49 @@ def make_schedule(config) -> optax.Schedule:
   return optax.join_schedules([ramp, after], [warmup])
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Returns (optimizer, learning-rate schedule) for `config.optimizer`."""
-  schedule = make_schedule(config)
+def backbone_labels(params, prefix: str = BACKBONE_PREFIX):
+  """'pretrained' for every parameter under `prefix` ('/'-separated), 'new' elsewhere."""
+  prefix_path = tuple(p for p in prefix.split('/') if p)
+
+  def label(keys, _):
+    path = tuple(str(getattr(k, 'key', k)) for k in keys)
+    return 'pretrained' if path[:len(prefix_path)] == prefix_path else 'new'
+
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  if 'pretrained' not in jax.tree.leaves(labels):
+    raise ValueError(f'config.pretrained_lr_mult is set but the model has no parameters under '
+                     f'{prefix!r}.')
+  return labels
+
+
+def _base_optimizer(config, learning_rate) -> optax.GradientTransformation:
   wd = config.weight_decay
   if config.optimizer == 'sgd':
-    tx = optax.chain(optax.add_decayed_weights(wd),
-                     optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov))
-  elif config.optimizer == 'adam':
-    tx = optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule))
-  elif config.optimizer == 'adamw':
-    tx = optax.adamw(schedule, weight_decay=wd)
-  else:
-    raise ValueError(f'Unknown config.optimizer {config.optimizer!r}; '
-                     f'valid choices: {", ".join(OPTIMIZERS)}.')
+    return optax.chain(optax.add_decayed_weights(wd),
+                       optax.sgd(learning_rate, momentum=config.momentum,
+                                 nesterov=config.nesterov))
+  if config.optimizer == 'adam':
+    return optax.chain(optax.add_decayed_weights(wd), optax.adam(learning_rate))
+  if config.optimizer == 'adamw':
+    return optax.adamw(learning_rate, weight_decay=wd)
+  raise ValueError(f'Unknown config.optimizer {config.optimizer!r}; '
+                   f'valid choices: {", ".join(OPTIMIZERS)}.')
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns (optimizer, learning-rate schedule) for `config.optimizer`.
+
+  The schedule is the base rate (new layers); with ``config.pretrained_lr_mult``
+  != 1 the backbone's parameters follow `pretrained_lr_mult` times it.
+  """
+  schedule = make_schedule(config)
+  mult = float(config.get('pretrained_lr_mult', 1.0))
+  if mult < 0:
+    raise ValueError(f'config.pretrained_lr_mult must be >= 0, got {mult}.')
+  if mult == 1.0:
+    return _base_optimizer(config, schedule), schedule
+  scaled = lambda step: mult * schedule(step)
+  tx = optax.multi_transform(
+      {'new': _base_optimizer(config, schedule), 'pretrained': _base_optimizer(config, scaled)},
+      backbone_labels)
   return tx, schedule

@@ -1,0 +1,269 @@
+"""Inception-v3 in Flax linen, laid out like torchvision's ``inception.py``.
+
+The backbone maps frames (N, H, W, 3), ImageNet-normalized as
+``models.common.normalize_frames`` does, to a dict of block outputs:
+
+  ``Mixed_5d`` (N, 35, 35, 288), ``Mixed_6e`` (N, 17, 17, 768) and
+  ``Mixed_7c`` (N, 8, 8, 2048) at 299 x 299 (the RRU feature map), and
+  ``aux_logits`` (N, aux_classes) in train mode when the auxiliary classifier
+  is built (``aux_classes > 0``).
+
+The final average pool, dropout and ``fc`` are left to the models (they add
+their own heads); the auxiliary classifier keeps its ``fc`` because torchvision
+builds it that way and the RRU code keeps it (with a new class count).
+
+Layout choices, as in ``resnet.py``, so torchvision weights give the same function:
+  * Module names follow torchvision (``Conv2d_1a_3x3`` ... ``Mixed_7c``,
+    ``AuxLogits``, branches ``branch1x1``, ``branch5x5_1`` ...; every
+    ``BasicConv2d`` holds ``conv`` and ``bn``), so a torchvision tensor name
+    maps to a parameter path by replacing dots with slashes.
+  * ``BasicConv2d`` is a convolution without bias, BatchNorm with eps 1e-3
+    (momentum 0.1 in torch terms) and ReLU.
+  * Paddings are torchvision's, explicit and symmetric; max-pools are 3 x 3,
+    stride 2, unpadded; the 3 x 3 average pools of the A, C and E blocks count
+    the zero padding (``F.avg_pool2d``'s default ``count_include_pad=True``).
+  * ``transform_input=True`` re-normalizes ImageNet-normalized inputs to the
+    (x - 0.5) / 0.5 scale that Google's ported weights (torchvision's
+    ``Inception_V3_Weights.IMAGENET1K_V1``) expect, exactly as torchvision's
+    ``transform_input`` does.
+
+Any input of at least 75 x 75 pixels works (Mixed_7c is then 1 x 1); the
+auxiliary classifier needs Mixed_6e maps of at least 17 x 17, i.e. inputs of
+at least 299 x 299 pixels, as in torchvision.
+"""
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+MIN_INPUT_SIZE = 75
+# The auxiliary head pools 5 x 5 / 3 and then applies a 5 x 5 unpadded conv.
+MIN_AUX_MAP_SIZE = 17
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Padding = Tuple[Tuple[int, int], Tuple[int, int]]
+
+
+def _pad(ph: int, pw: int) -> Padding:
+  """torch's ``padding=(ph, pw)``: symmetric, per spatial axis."""
+  return ((ph, ph), (pw, pw))
+
+
+class BasicConv2d(nn.Module):
+  """torchvision's BasicConv2d: conv (no bias) + BatchNorm(eps=1e-3) + ReLU."""
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  padding: Padding = ((0, 0), (0, 0))
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # (N, H, W, C_in)
+    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding,
+                use_bias=False, dtype=self.dtype, name='conv')(x)
+    # torch.nn.BatchNorm2d(eps=0.001), momentum 0.1 (= Flax 0.9).
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
+                     dtype=self.dtype, name='bn')(x)
+    return nn.relu(x)  # (N, H', W', features)
+
+
+def _avg_pool_3x3(x):
+  # F.avg_pool2d(x, 3, stride=1, padding=1): zeros count in the mean.
+  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+                     count_include_pad=True)
+
+
+def _max_pool_3x3_s2(x):
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
+
+
+class InceptionA(nn.Module):
+  """35 x 35 block: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1."""
+  pool_features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
+    b1 = conv(64, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
+    b5 = conv(48, (1, 1), _pad(0, 0), 'branch5x5_1')(x, train)
+    b5 = conv(64, (5, 5), _pad(2, 2), 'branch5x5_2')(b5, train)
+    b3 = conv(64, (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
+    b3 = conv(96, (3, 3), _pad(1, 1), 'branch3x3dbl_2')(b3, train)
+    b3 = conv(96, (3, 3), _pad(1, 1), 'branch3x3dbl_3')(b3, train)
+    bp = conv(self.pool_features, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
+    return jnp.concatenate([b1, b5, b3, bp], axis=-1)  # (N, H, W, 224 + pool_features)
+
+
+class InceptionB(nn.Module):
+  """35 -> 17 reduction: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
+    b3 = conv(384, (3, 3), (2, 2), _pad(0, 0), 'branch3x3')(x, train)
+    bd = conv(64, (1, 1), (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
+    bd = conv(96, (3, 3), (1, 1), _pad(1, 1), 'branch3x3dbl_2')(bd, train)
+    bd = conv(96, (3, 3), (2, 2), _pad(0, 0), 'branch3x3dbl_3')(bd, train)
+    return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)  # (N, H', W', 480 + C_in)
+
+
+class InceptionC(nn.Module):
+  """17 x 17 block with factorized 7x7 convolutions (1x7 and 7x1)."""
+  channels_7x7: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
+    c7 = self.channels_7x7
+    b1 = conv(192, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
+    b7 = conv(c7, (1, 1), _pad(0, 0), 'branch7x7_1')(x, train)
+    b7 = conv(c7, (1, 7), _pad(0, 3), 'branch7x7_2')(b7, train)
+    b7 = conv(192, (7, 1), _pad(3, 0), 'branch7x7_3')(b7, train)
+    bd = conv(c7, (1, 1), _pad(0, 0), 'branch7x7dbl_1')(x, train)
+    bd = conv(c7, (7, 1), _pad(3, 0), 'branch7x7dbl_2')(bd, train)
+    bd = conv(c7, (1, 7), _pad(0, 3), 'branch7x7dbl_3')(bd, train)
+    bd = conv(c7, (7, 1), _pad(3, 0), 'branch7x7dbl_4')(bd, train)
+    bd = conv(192, (1, 7), _pad(0, 3), 'branch7x7dbl_5')(bd, train)
+    bp = conv(192, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
+    return jnp.concatenate([b1, b7, bd, bp], axis=-1)  # (N, H, W, 768)
+
+
+class InceptionD(nn.Module):
+  """17 -> 8 reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
+    b3 = conv(192, (1, 1), (1, 1), _pad(0, 0), 'branch3x3_1')(x, train)
+    b3 = conv(320, (3, 3), (2, 2), _pad(0, 0), 'branch3x3_2')(b3, train)
+    b7 = conv(192, (1, 1), (1, 1), _pad(0, 0), 'branch7x7x3_1')(x, train)
+    b7 = conv(192, (1, 7), (1, 1), _pad(0, 3), 'branch7x7x3_2')(b7, train)
+    b7 = conv(192, (7, 1), (1, 1), _pad(3, 0), 'branch7x7x3_3')(b7, train)
+    b7 = conv(192, (3, 3), (2, 2), _pad(0, 0), 'branch7x7x3_4')(b7, train)
+    return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)  # (N, H', W', 512 + C_in)
+
+
+class InceptionE(nn.Module):
+  """8 x 8 block with expanded 1x3 / 3x1 branches."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
+    b1 = conv(320, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
+    b3 = conv(384, (1, 1), _pad(0, 0), 'branch3x3_1')(x, train)
+    b3 = jnp.concatenate([conv(384, (1, 3), _pad(0, 1), 'branch3x3_2a')(b3, train),
+                          conv(384, (3, 1), _pad(1, 0), 'branch3x3_2b')(b3, train)], axis=-1)
+    bd = conv(448, (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
+    bd = conv(384, (3, 3), _pad(1, 1), 'branch3x3dbl_2')(bd, train)
+    bd = jnp.concatenate([conv(384, (1, 3), _pad(0, 1), 'branch3x3dbl_3a')(bd, train),
+                          conv(384, (3, 1), _pad(1, 0), 'branch3x3dbl_3b')(bd, train)], axis=-1)
+    bp = conv(192, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
+    return jnp.concatenate([b1, b3, bd, bp], axis=-1)  # (N, H, W, 2048)
+
+
+class InceptionAux(nn.Module):
+  """torchvision's InceptionAux: avgpool 5/3, 1x1 conv 128, 5x5 conv 768, GAP, fc."""
+  num_classes: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # (N, h, w, 768), h, w >= 17
+    if min(x.shape[1:3]) < MIN_AUX_MAP_SIZE:
+      raise ValueError(
+          f'The Inception-v3 auxiliary classifier needs Mixed_6e maps of at least '
+          f'{MIN_AUX_MAP_SIZE} x {MIN_AUX_MAP_SIZE} (inputs of at least 299 x 299 pixels), '
+          f'got {x.shape[1]} x {x.shape[2]}; feed larger frames or build the backbone '
+          f'with aux_classes=0.')
+    x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding='VALID')  # (N, 5, 5, 768) at 17 x 17
+    x = BasicConv2d(128, (1, 1), dtype=self.dtype, name='conv0')(x, train)
+    x = BasicConv2d(768, (5, 5), dtype=self.dtype, name='conv1')(x, train)  # (N, 1, 1, 768)
+    x = jnp.mean(x, axis=(1, 2))  # adaptive_avg_pool2d((1, 1))
+    # torchvision initializes this fc with std 0.001 (truncated normal).
+    return nn.Dense(self.num_classes, dtype=self.dtype,
+                    kernel_init=nn.initializers.truncated_normal(0.001), name='fc')(x)
+
+
+class InceptionV3(nn.Module):
+  """Inception-v3 trunk (torchvision's ``Inception3`` without avgpool/dropout/fc).
+
+  Attributes:
+    aux_classes: width of the auxiliary classifier's fc; 0 builds no auxiliary
+      classifier (torchvision's ``aux_logits=False``). When > 0, its parameters
+      are created at init whatever the mode, and ``aux_logits`` is computed
+      and returned in train mode only.
+    transform_input: re-normalize ImageNet-normalized inputs to the
+      (x - 0.5) / 0.5 scale (torchvision's ``transform_input``; True for
+      Google's ImageNet weights).
+    dtype: computation dtype (parameters stay float32).
+  """
+  aux_classes: int = 0
+  transform_input: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False,
+               aux_transform: Optional[Callable[[Any], Any]] = None):
+    """Runs the trunk on `x` (N, H, W, 3), ImageNet-normalized floats.
+
+    Args:
+      x: frames, H and W at least 75.
+      train: BatchNorm uses batch statistics (and updates ``batch_stats``);
+        the auxiliary classifier runs.
+      aux_transform: applied to Mixed_6e before the auxiliary classifier (the
+        RRU code averages it over each clip's frames first); None: per frame.
+
+    Returns:
+      {'Mixed_5d', 'Mixed_6e', 'Mixed_7c'} and, in train mode with an
+      auxiliary classifier, 'aux_logits'.
+    """
+    if min(x.shape[1:3]) < MIN_INPUT_SIZE:
+      raise ValueError(f'Inception-v3 needs inputs of at least {MIN_INPUT_SIZE} x '
+                       f'{MIN_INPUT_SIZE} pixels, got {x.shape[1]} x {x.shape[2]}.')
+    if self.transform_input:
+      mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+      x = x * (std / 0.5) + (mean - 0.5) / 0.5
+    x = x.astype(self.dtype)
+    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
+    x = conv(32, (3, 3), (2, 2), _pad(0, 0), 'Conv2d_1a_3x3')(x, train)  # 149 x 149 at 299
+    x = conv(32, (3, 3), (1, 1), _pad(0, 0), 'Conv2d_2a_3x3')(x, train)  # 147
+    x = conv(64, (3, 3), (1, 1), _pad(1, 1), 'Conv2d_2b_3x3')(x, train)  # 147
+    x = _max_pool_3x3_s2(x)  # 73
+    x = conv(80, (1, 1), (1, 1), _pad(0, 0), 'Conv2d_3b_1x1')(x, train)  # 73
+    x = conv(192, (3, 3), (1, 1), _pad(0, 0), 'Conv2d_4a_3x3')(x, train)  # 71
+    x = _max_pool_3x3_s2(x)  # 35
+    x = InceptionA(32, dtype=self.dtype, name='Mixed_5b')(x, train)  # 256 channels
+    x = InceptionA(64, dtype=self.dtype, name='Mixed_5c')(x, train)  # 288
+    x = InceptionA(64, dtype=self.dtype, name='Mixed_5d')(x, train)  # 288
+    outputs = {'Mixed_5d': x}
+    x = InceptionB(dtype=self.dtype, name='Mixed_6a')(x, train)  # 17 x 17 x 768
+    for name, c7 in (('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160), ('Mixed_6e', 192)):
+      x = InceptionC(c7, dtype=self.dtype, name=name)(x, train)
+    outputs['Mixed_6e'] = x
+    # The auxiliary head's parameters must exist however the model is
+    # initialized (an eval-mode init would otherwise leave the training step
+    # without them), so it also runs while initializing.
+    if self.aux_classes and (train or self.is_initializing()):
+      aux_in = aux_transform(x) if aux_transform is not None else x
+      aux = InceptionAux(self.aux_classes, dtype=self.dtype, name='AuxLogits')(aux_in, train)
+      if train:
+        outputs['aux_logits'] = aux  # (N', aux_classes)
+    x = InceptionD(dtype=self.dtype, name='Mixed_7a')(x, train)  # 8 x 8 x 1280
+    x = InceptionE(dtype=self.dtype, name='Mixed_7b')(x, train)  # 2048
+    x = InceptionE(dtype=self.dtype, name='Mixed_7c')(x, train)  # 2048
+    outputs['Mixed_7c'] = x
+    return outputs
+
+
+def feature_sizes(size: int) -> Sequence[int]:
+  """Spatial sizes of (Mixed_5d, Mixed_6e, Mixed_7c) for an input side `size`."""
+  down = lambda n: (n - 3) // 2 + 1  # 3 x 3, stride 2, unpadded
+  s5 = down(down(down(size) - 2) - 2)
+  s6 = down(s5)
+  return s5, s6, down(s6)

@@ -116,6 +116,14 @@ class ReIDData:
     return {'pid': ix.pid, 'camid': ix.camid,
             'subsets': {name + 's': mask for name, mask in ix.extras.items()}}
 
+  def tracklet_frames(self, split: str, tracklet: int, num_frames: int) -> np.ndarray:
+    """`num_frames` evenly spaced frames of one tracklet, (n, H, W, 3) uint8 as
+    stored (for pictures, not for the model)."""
+    index = self.index[split]
+    picks = sampling.evenly_spaced(index.num_frames[tracklet], num_frames)
+    encoded = _frame_bytes(self._sources[split], index.position[tracklet], picks)
+    return np.stack([_decode_image(tf.constant(e)).numpy() for e in encoded])
+
   # --- train -----------------------------------------------------------------
 
   def plan(self, step: int) -> sampling.BatchPlan:
@@ -165,32 +173,47 @@ class ReIDData:
   def eval_batches(self, split: str) -> Iterator[dict]:
     """Every tracklet of `split` as clips of T frames, in fixed-size batches
     padded with mask=False rows (one compiled eval step for all batches)."""
-    c = self.config
     source, index = self._sources[split], self.index[split]
-    clip_len = c.eval.clip_len or c.clip_len
-
-    def clips():
-      for t in range(len(index)):
-        for chunk in sampling.eval_chunks(index.num_frames[t], clip_len, c.eval.sampler,
-                                          c.eval.max_chunks):
-          yield _frame_bytes(source, index.position[t], chunk), t
-
-    ds = tf.data.Dataset.from_generator(clips, output_signature=(
-        tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
-    ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
-        _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
-                                'tracklet': tf.cast(t, tf.int32)},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(c.eval.batch_size).prefetch(2)
-    for batch in ds.as_numpy_iterator():
-      yield _pad_batch(batch, c.eval.batch_size, index)
+    return eval_batches(self.config, index.num_frames,
+                        lambda t, picks: _frame_bytes(source, index.position[t], picks),
+                        index.pid, index.camid)
 
 
-def _pad_batch(batch: dict, size: int, index: sampling.SplitIndex) -> dict:
+def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict]:
+  """Eval clips of tracklets given by their frame counts and a byte getter.
+
+  Args:
+    config: uses height, width, clip_len and eval.{clip_len, sampler,
+      max_chunks, batch_size}.
+    num_frames: (N,) frames per tracklet.
+    frame_bytes: (tracklet, frame indices) -> list of encoded images.
+    pids, camids: (N,) labels copied into the batches.
+  """
+  c = config
+  clip_len = c.eval.clip_len or c.clip_len
+
+  def clips():
+    for t in range(len(num_frames)):
+      for chunk in sampling.eval_chunks(num_frames[t], clip_len, c.eval.sampler,
+                                        c.eval.max_chunks):
+        yield frame_bytes(t, chunk), t
+
+  ds = tf.data.Dataset.from_generator(clips, output_signature=(
+      tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
+  ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
+      _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
+                              'tracklet': tf.cast(t, tf.int32)},
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(c.eval.batch_size).prefetch(2)
+  for batch in ds.as_numpy_iterator():
+    yield _pad_batch(batch, c.eval.batch_size, pids, camids)
+
+
+def _pad_batch(batch: dict, size: int, pids, camids) -> dict:
   n = len(batch['tracklet'])
   out = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
          for k, v in batch.items()}
   out['mask'] = np.arange(size) < n
-  out['pid'] = index.pid[out['tracklet']]
-  out['camid'] = index.camid[out['tracklet']]
+  out['pid'] = np.asarray(pids)[out['tracklet']]
+  out['camid'] = np.asarray(camids)[out['tracklet']]
   return out

@@ -32,17 +32,26 @@ def config_and_workdir():
   return _CONFIG.value, workdir
 
 
-def make_data(config):
-  """The dataset of `config`, prepared if needed, sliced for this process.
-
-  Imported lazily: TensorFlow starts only here, with its GPUs hidden so that it
-  never takes accelerator memory from JAX.
-  """
+def setup_tensorflow():
+  """Starts TensorFlow for input pipelines only: its GPUs hidden, so that it
+  never takes accelerator memory from JAX, and library chatter quieted."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   quiet_libraries()
+
+
+def make_data(config):
+  """The dataset of `config`, prepared if needed, sliced for this process."""
+  setup_tensorflow()
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.ReIDData(config, jax.process_index(), jax.process_count())
+
+
+def folder_data(config, root: str):
+  """Tracklet folders of frames under `root`, as an eval split named 'folder'."""
+  setup_tensorflow()
+  from data_pipelines import folders  # pylint: disable=g-import-not-at-top
+  return folders.FolderTracklets(config, root)
 
 
 def run_or_exit(fn, *args):
@@ -101,3 +110,40 @@ def _valid_keys(argv, bad_flag: str) -> str:
     return ', '.join(sorted(node.keys()))
   except Exception:  # pylint: disable=broad-except
     return 'see the config file'
+
+
+def for_each_split(config, workdir: str, run) -> dict:
+  """Runs `run(split_config, split_workdir)` on every numbered split of the
+  dataset (config.all_splits), in WORKDIR/split_<k>, and writes the mean and
+  std over splits to WORKDIR/eval_results.json.
+
+  Raises:
+    ValueError: the dataset has no numbered splits.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  from data_pipelines import datasets  # pylint: disable=g-import-not-at-top
+  from jaxreid import reporting  # pylint: disable=g-import-not-at-top
+  from jaxreid.evaluation import splits as splits_lib  # pylint: disable=g-import-not-at-top
+  setup_tensorflow()
+  names = datasets.split_configs(config.dataset)
+  if not names:
+    raise ValueError(f'--config.all_splits=True: dataset {config.dataset!r} has no numbered '
+                     'splits (only datasets with split_0, split_1, ... configs, such as '
+                     'ilids_vid and prid2011, have).')
+  os.makedirs(workdir, exist_ok=True)
+  results = {}
+  for name in names:
+    split_config = config.copy_and_resolve_references()
+    split_config.dataset_config, split_config.all_splits = name, False
+    logging.info('=== %s of %s ===', name, config.dataset)
+    results[name] = run(split_config, os.path.join(workdir, name))
+  summary = splits_lib.summarize_splits(results)
+  if jax.process_index() == 0:
+    rows = [[m, 100 * summary['mean'][m], 100 * summary['std'][m]] for m in splits_lib.METRICS]
+    print(reporting.format_table([f'{config.dataset}, {len(names)} splits', 'mean %', 'std %'],
+                                 rows), flush=True)
+    tmp = os.path.join(workdir, 'eval_results.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(workdir, 'eval_results.json'))
+  return summary

@@ -3,7 +3,9 @@ r"""Evaluates the latest checkpoint of a training run.
   python -m experiments.evaluate --config=experiments/configs/synthetic_baseline.py \
       --workdir=/tmp/jaxreid/baseline [--config.eval.metric=cosine ...]
 
-Writes eval_results.json to --workdir.
+Writes eval_results.json to --workdir. With --config.all_splits=True, evaluates
+WORKDIR/split_<k> for each numbered split of the dataset (as trained by
+experiments.train --config.all_splits=True) and reports mean and std.
 """
 
 from absl import app
@@ -19,7 +21,11 @@ def evaluate(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  common.run_or_exit(lambda: evaluate(*common.config_and_workdir()))
+  config, workdir = common.config_and_workdir()
+  if config.all_splits:
+    common.run_or_exit(lambda: common.for_each_split(config, workdir, evaluate))
+  else:
+    common.run_or_exit(lambda: evaluate(config, workdir))
 
 
 if __name__ == '__main__':

@@ -5,6 +5,10 @@ r"""Trains a video re-ID model, then evaluates it on the query/gallery split.
 
 Resumes from the latest checkpoint in --workdir. Writes checkpoints,
 TensorBoard events and eval_results.json there.
+
+With --config.all_splits=True (iLIDS-VID, PRID-2011), trains and evaluates
+each of the dataset's numbered splits in WORKDIR/split_<k> and writes the
+mean and std over splits to WORKDIR/eval_results.json.
 """
 
 from absl import app
@@ -21,7 +25,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  common.run_or_exit(lambda: train_and_evaluate(*common.config_and_workdir()))
+  config, workdir = common.config_and_workdir()
+  if config.all_splits:
+    common.run_or_exit(lambda: common.for_each_split(config, workdir, train_and_evaluate))
+  else:
+    common.run_or_exit(lambda: train_and_evaluate(config, workdir))
 
 
 if __name__ == '__main__':

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from experiments import evaluate, train
+from data_pipelines import datasets
+from experiments import evaluate, extract, search, train
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +36,34 @@ def test_train_resume_and_evaluate(tmp_path, tiny_config):
   assert again['rank1'] == pytest.approx(results['rank1'])
   assert again['mAP'] == pytest.approx(results['mAP'], abs=1e-6)
 
+  # Ranked-list pictures, flip test-time augmentation and re-ranking, from the checkpoint.
+  tiny_config.eval.num_visualize, tiny_config.eval.flip, tiny_config.eval.use_rerank = 2, True, True
+  reranked = evaluate.evaluate(tiny_config, workdir)
+  assert reranked['rerank'] == {'k1': 20, 'k2': 6, 'lambda_value': 0.3}
+  pictures = sorted(os.listdir(os.path.join(workdir, 'ranked_lists')))
+  assert len(pictures) == 2 and pictures[0].startswith('query_0000_pid')
+  tiny_config.eval.num_visualize, tiny_config.eval.flip, tiny_config.eval.use_rerank = 0, False, False
+
+  # Export the gallery, then search it with one of its tracklets saved as a
+  # folder of PNG frames: that tracklet must come first, at distance ~0.
+  out = str(tmp_path / 'gallery.npz')
+  arrays = extract.extract(tiny_config, workdir, out, splits=['gallery'])
+  with np.load(out) as saved:
+    assert saved['features'].shape == arrays['features'].shape
+    assert saved['features'].shape[0] == saved['pid'].shape[0] == results['num_gallery'] + \
+        int((saved['pid'] == -1).sum())
+  builder = datasets.get_builder('synthetic_video_reid', 'tiny', tiny_config.data_dir)
+  source = builder.as_data_source('gallery')
+  example = next(source[i] for i in range(len(source)) if source[i]['tracklet'] == 5)
+  folder = tmp_path / 'my_tracklet'
+  folder.mkdir()
+  for i, frame in enumerate(example['frames']):
+    Image.fromarray(frame).save(folder / f'frame_{i}.png')
+  (name, rows), = search.search(tiny_config, workdir, out, str(folder), top_k=3)
+  assert name == str(folder)
+  assert rows[0][1] == "gallery/5", rows
+  assert rows[0][4] < 1e-3 * rows[1][4], rows  # same frames: distance ~0
+
   # More steps in the same workdir resume from step 6 instead of starting over.
   tiny_config.num_train_steps = 8
   resumed = train.train_and_evaluate(tiny_config, workdir)
@@ -51,7 +82,8 @@ def _run(*args):
     (['--config.model_name=resnet', '--workdir={tmp}/w'],
      "error: Unknown model 'resnet'; valid choices: temporal_pooling."),
     (['--config.dataset=mars2', '--workdir={tmp}/w'],
-     "error: Unknown dataset 'mars2'; valid choices: synthetic_video_reid."),
+     "error: Unknown dataset 'mars2'; valid choices: dukemtmc_video_reid, ilids_vid, ls_vid, mars, "
+     'prid2011, synthetic_video_reid.'),
     (['--workdir={tmp}/missing/w'], 'the parent folder'),
     (['--config.lerning_rate=0.1', '--workdir={tmp}/w'],
      "--config.lerning_rate: no such config key (did you mean 'learning_rate'?)"),

@@ -19,7 +19,8 @@ def get_config():
 
   # Data: any name in data_pipelines.datasets.DATASETS.
   c.dataset = 'synthetic_video_reid'
-  c.dataset_config = 'default'  # TFDS builder config ('' = the builder's default)
+  c.dataset_config = ''  # TFDS builder config ('' = the builder's default; split_<k>)
+  c.all_splits = False  # run every numbered split (iLIDS-VID, PRID-2011), report mean/std
   c.data_dir = ''  # '' = TFDS's default (~/tensorflow_datasets)
   c.manual_dir = ''  # where a manually downloaded release was extracted
   c.height, c.width = 128, 64  # network input; frames are resized to it
@@ -34,6 +35,11 @@ def get_config():
   c.model = ml_collections.ConfigDict(dict(backbone='resnet18', backbone_width=16,
                                            last_stride=1))
   c.dtype = 'float32'  # or 'bfloat16' (parameters and BN statistics stay float32)
+  # ImageNet weights for the backbone: '' (from scratch) or a torchvision-layout
+  # .safetensors / .npz file (experiments/convert_weights.py writes one; they
+  # need the published widths, backbone_width=None). Loaded when training
+  # starts, not when resuming.
+  c.pretrained = ''
 
   # Objective: terms of jaxreid.losses.LOSS_TERMS with weights.
   c.losses = ml_collections.ConfigDict({'ce': 1.0, 'triplet': 1.0})
@@ -45,6 +51,7 @@ def get_config():
   c.optimizer = 'adam'  # adam | adamw | sgd
   c.learning_rate = 1e-3
   c.weight_decay = 5e-4
+  c.pretrained_lr_mult = 1.0  # learning-rate multiplier of the backbone (RRU: 0.1)
   c.momentum = 0.9  # sgd only
   c.nesterov = True  # sgd only
   c.num_train_steps = 500
@@ -64,6 +71,10 @@ def get_config():
       max_chunks=0,  # 0 = no limit
       batch_size=64,
       metric='euclidean',  # euclidean | cosine
-      protocol='torchreid',
-      normalize_features=False))
+      protocol='torchreid',  # torchreid | mars_official | with_query_in_gallery
+      normalize_features=False,  # L2-normalize tracklet features before ranking
+      flip=False,  # flip test-time augmentation: average clip and mirror features
+      use_rerank=False,  # k-reciprocal re-ranking (Zhong et al. 2017) with these options:
+      rerank=ml_collections.ConfigDict(dict(k1=20, k2=6, lambda_value=0.3)),
+      num_visualize=0))  # write ranked-list PNGs for this many queries
   return c

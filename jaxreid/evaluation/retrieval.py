@@ -15,6 +15,8 @@ import numpy as np
 from absl import logging
 
 from jaxreid.evaluation import ranking
+from jaxreid.evaluation import rerank as rerank_lib
+from jaxreid.evaluation import visualize
 from jaxreid.training import sharding
 
 RANKS = (1, 5, 10, 20)
@@ -76,38 +78,63 @@ def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
   return gf[keep], gallery['pid'][keep], gallery['camid'][keep]
 
 
+def split_features(embed_fn: Callable, state, data, split: str, mesh):
+  """(features (N, D), labels dict) of every tracklet of an eval split."""
+  labels = data.split_labels(split)
+  feats = extract_tracklet_features(embed_fn, state, data.eval_batches(split),
+                                    len(labels['pid']), mesh, split)
+  return feats, labels
+
+
 def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean',
-             protocol: str = 'torchreid', normalize: bool = False) -> dict:
+             protocol: str = 'torchreid', normalize: bool = False, rerank=None,
+             num_visualize: int = 0, visualize_dir: str = '') -> dict:
   """Extracts query and gallery features and ranks the gallery for each query.
+
+  Args:
+    rerank: None, or k-reciprocal re-ranking options {'k1', 'k2', 'lambda_value'}
+      (``rerank.py``); the distances of the protocol's gallery are re-ranked.
+    num_visualize, visualize_dir: also write ranked-list PNGs of the first
+      `num_visualize` queries to `visualize_dir` (see ``visualize.py``).
 
   Returns:
     A JSON-able dict: rank1/5/10/20, mAP, mINP, cmc (list), counts, protocol,
     metric, and per-subset rank-1 / mAP under 'subsets'.
   """
   ranking.check_protocol(protocol)
-  feats, labels = {}, {}
-  for split in ('query', 'gallery'):
-    labels[split] = data.split_labels(split)
-    feats[split] = extract_tracklet_features(
-        embed_fn, state, data.eval_batches(split), len(labels[split]['pid']), mesh, split)
-  qf, q = feats['query'], labels['query']
+  qf, q = split_features(embed_fn, state, data, 'query', mesh)
+  gf_all, g_all = split_features(embed_fn, state, data, 'gallery', mesh)
   if normalize:
-    qf, feats['gallery'] = _l2_normalize(qf), _l2_normalize(feats['gallery'])
-  gf, g_pids, g_camids = protocol_gallery(protocol, q, labels['gallery'], qf, feats['gallery'])
+    qf, gf_all = _l2_normalize(qf), _l2_normalize(gf_all)
+  gf, g_pids, g_camids = protocol_gallery(protocol, q, g_all, qf, gf_all)
+
+  if rerank:
+    # Re-ranking needs the whole (Q, G) matrix; with_query_in_gallery ranks the
+    # queries prepended to the gallery, (Q, Q + G), as evaluate_rank expects.
+    ranked_gallery = np.concatenate([qf, gf]) if protocol == 'with_query_in_gallery' else gf
+    distmat = rerank_lib.rerank_features(qf, ranked_gallery, metric=metric, **rerank)
 
   def rank(rows):
+    if rerank:
+      return ranking.evaluate_rank(distmat[rows], q['pid'][rows], g_pids, q['camid'][rows],
+                                   g_camids, max_rank=50, protocol=protocol)
     return ranking.evaluate_features(qf[rows], gf, q['pid'][rows], g_pids, q['camid'][rows],
                                      g_camids, metric=metric, max_rank=50, protocol=protocol)
 
   results = _summarize(rank(np.arange(len(q['pid']))))
   results.update(protocol=protocol, metric=metric, num_query=len(q['pid']),
-                 num_gallery=len(g_pids), subsets={})
+                 num_gallery=len(g_pids), subsets={}, rerank=dict(rerank) if rerank else None)
   for name, mask in q.get('subsets', {}).items():
     rows = np.flatnonzero(mask)
     has_match = [np.any((g_pids == q['pid'][r]) & (g_camids != q['camid'][r])) for r in rows]
     if any(has_match):
       sub = _summarize(rank(rows))
       results['subsets'][name] = {k: sub[k] for k in ('rank1', 'mAP', 'num_valid_queries')}
+  if num_visualize:
+    paths = visualize.write_ranked_lists(
+        visualize_dir, qf, gf_all, q, g_all, data.tracklet_frames,
+        num_queries=num_visualize, metric=metric)
+    logging.info('Wrote %d ranked-list pictures to %s', len(paths), visualize_dir)
   return results
 
 

@@ -60,6 +60,13 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state)))
     return restored['state'], meta
 
+  def latest_meta(self) -> Optional[dict]:
+    """The JSON record of the latest checkpoint, or None when there is none."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
   def wait(self):
     self.manager.wait_until_finished()
 

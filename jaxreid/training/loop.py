@@ -21,6 +21,7 @@ from absl import logging
 from clu import metric_writers
 
 from jaxreid import losses, reporting
+from jaxreid.backbones import pretrained
 from jaxreid.evaluation import retrieval
 from jaxreid.models import get_model
 from jaxreid.training import checkpoint, optim, sharding, state as state_lib, step as step_lib
@@ -45,12 +46,15 @@ def checkpoint_meta(config, num_classes: int) -> dict:
   """What a checkpoint must agree with to be resumed by this config."""
   return {'model_name': config.model_name, 'model': config.model.to_dict(),
           'num_classes': num_classes, 'dataset': config.dataset,
-          'clip_len': config.clip_len, 'height': config.height, 'width': config.width}
+          'clip_len': config.clip_len, 'height': config.height, 'width': config.width,
+          # A backbone learning-rate multiplier splits the optimizer state in two groups.
+          'backbone_lr_group': config.pretrained_lr_mult != 1.0}
 
 
 def setup_state(config, workdir: str, num_classes: int, mesh):
   """Builds the model and either restores the workdir's latest checkpoint or
-  initializes a new state in place on the mesh.
+  initializes a new state in place on the mesh (then loading the backbone's
+  ``config.pretrained`` weights, if set; never on resume).
 
   Returns:
     (model, state, schedule, state_sharding, checkpointer, meta)
@@ -66,6 +70,8 @@ def setup_state(config, workdir: str, num_classes: int, mesh):
   state, _ = ckpt.restore(checkpoint.abstract_with_shardings(abstract, state_sharding), meta)
   if state is None:
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(config.seed))
+    if config.get('pretrained'):  # ImageNet weights into params/batch_stats['backbone']
+      state = pretrained.load_into_train_state(state, config.pretrained, state_sharding)
   else:
     logging.info('Resumed from %s at step %d.', ckpt.directory, int(state.step))
   return model, state, schedule, state_sharding, ckpt, meta
@@ -101,7 +107,7 @@ def train_and_evaluate(config, workdir: str, data) -> dict:
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
   train_step = step_lib.make_train_step(config, schedule, state_sharding, mesh)
-  embed_fn = step_lib.make_embed_fn(mesh)
+  embed_fn = step_lib.make_embed_fn(mesh, flip=config.eval.flip)
   batches = data.train_batches(start_step)
   last_time, last_step = time.time(), start_step
   for step in range(start_step, total_steps):
@@ -139,7 +145,10 @@ def evaluate_and_report(config, workdir, embed_fn, state, data, mesh, writer, st
   """Evaluates, logs the results table and writes ``eval_results.json``."""
   results = retrieval.evaluate(embed_fn, state, data, mesh, metric=config.eval.metric,
                                protocol=config.eval.protocol,
-                               normalize=config.eval.normalize_features)
+                               normalize=config.eval.normalize_features,
+                               rerank=config.eval.rerank.to_dict() if config.eval.use_rerank else None,
+                               num_visualize=config.eval.num_visualize,
+                               visualize_dir=os.path.join(workdir, 'ranked_lists'))
   results['step'] = step
   writer.write_scalars(step, {f'eval/{k}': results[k]
                               for k in ('rank1', 'rank5', 'rank10', 'rank20', 'mAP', 'mINP')})
@@ -173,22 +182,34 @@ def _flatten(d, prefix=''):
   return out
 
 
-def evaluate_checkpoint(config, workdir: str, data) -> dict:
-  """Restores the latest checkpoint of `workdir` and evaluates it.
+def restore_for_inference(config, workdir: str, mesh):
+  """The latest checkpoint of `workdir`, for evaluation, extraction or search.
 
+  The number of classes comes from the checkpoint's own record, so no dataset
+  is needed; the rest of the model config must match it.
+
+  Returns:
+    (state, checkpoint meta).
   Raises:
     FileNotFoundError: `workdir` holds no checkpoint.
   """
-  mesh = sharding.make_mesh()
-  sharding.check_batch_divisible(config.eval.batch_size, mesh, 'config.eval.batch_size')
   ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(ckpt_dir) or not any(n.isdigit() for n in os.listdir(ckpt_dir)):
+  meta = checkpoint.Checkpointer(workdir).latest_meta() if os.path.isdir(ckpt_dir) else None
+  if meta is None:
     raise FileNotFoundError(f'No checkpoint in {ckpt_dir}; train first with '
                             f'python -m experiments.train --workdir={workdir} ...')
-  _, state, _, _, ckpt, _ = setup_state(config, workdir, data.num_train_ids, mesh)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  results = evaluate_and_report(config, workdir, step_lib.make_embed_fn(mesh), state, data,
-                                mesh, writer, int(state.step))
-  writer.flush()
+  _, state, _, _, ckpt, meta = setup_state(config, workdir, meta['num_classes'], mesh)
   ckpt.close()
+  return state, meta
+
+
+def evaluate_checkpoint(config, workdir: str, data) -> dict:
+  """Restores the latest checkpoint of `workdir` and evaluates it on `data`."""
+  mesh = sharding.make_mesh()
+  sharding.check_batch_divisible(config.eval.batch_size, mesh, 'config.eval.batch_size')
+  state, _ = restore_for_inference(config, workdir, mesh)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  results = evaluate_and_report(config, workdir, step_lib.make_embed_fn(mesh, config.eval.flip),
+                                state, data, mesh, writer, int(state.step))
+  writer.flush()
   return results

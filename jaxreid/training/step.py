@@ -63,12 +63,20 @@ def make_train_step(config, schedule, state_sharding, mesh):
                  out_shardings=(state_sharding, sharding.replicated(mesh)))
 
 
-def make_embed_fn(mesh):
+def make_embed_fn(mesh, flip: bool = False):
   """Jitted eval forward: frames (B, T, H, W, 3) -> embeddings (B, D), gathered
-  to every device (and so to every process) for ranking."""
+  to every device (and so to every process) for ranking.
+
+  With `flip`, the embedding is the mean of those of the clip and of its
+  horizontal mirror (flip test-time augmentation).
+  """
 
   def embed(state, frames):
-    outputs = state.apply_fn(_variables(state.params, state.batch_stats), frames, train=False)
-    return outputs['embedding'].astype(jnp.float32)
+    variables = _variables(state.params, state.batch_stats)
+    emb = state.apply_fn(variables, frames, train=False)['embedding'].astype(jnp.float32)
+    if flip:
+      mirrored = state.apply_fn(variables, frames[:, :, :, ::-1], train=False)['embedding']
+      emb = 0.5 * (emb + mirrored.astype(jnp.float32))
+    return emb
 
   return jax.jit(embed, out_shardings=sharding.replicated(mesh))

@@ -66,10 +66,42 @@ def random_erasing(frames, seed, probability: float, area=(0.02, 0.4), aspect=(0
   return tf.where(inside, fill, frames)
 
 
-def augment_clip(frames, seed, *, flip: bool, pad: int, erasing: float):
-  """Applies the configured augmentations to a (T, H, W, 3) uint8 clip."""
+def color_jitter(frames, seed, brightness: float = 0.0, contrast: float = 0.0,
+                 saturation: float = 0.0, hue: float = 0.0):
+  """torchvision's ColorJitter with one draw per clip, in a fixed order
+  (brightness, contrast, saturation, hue; torchvision shuffles the order).
+
+  Factors are uniform in [1 - x, 1 + x] (hue: a shift uniform in [-hue, hue]
+  of the hue circle, hue <= 0.5). Brightness scales the pixels; contrast
+  blends each frame with the mean of its grey levels; saturation blends with
+  the grey image.
+  """
+  if not (brightness or contrast or saturation or hue):
+    return frames
+  u = tf.random.stateless_uniform([4], seed, -1.0, 1.0)
+  x = tf.cast(frames, tf.float32) / 255.0  # (T, H, W, 3)
+  if brightness:
+    x = tf.clip_by_value(x * (1.0 + brightness * u[0]), 0.0, 1.0)
+  if contrast:
+    mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x), axis=[1, 2, 3], keepdims=True)
+    x = tf.clip_by_value(mean + (x - mean) * (1.0 + contrast * u[1]), 0.0, 1.0)
+  if saturation:
+    x = tf.clip_by_value(tf.image.adjust_saturation(x, 1.0 + saturation * u[2]), 0.0, 1.0)
+  if hue:
+    x = tf.image.adjust_hue(x, hue * u[3])
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def augment_clip(frames, seed, *, flip: bool, pad: int, erasing: float,
+                 jitter=None):
+  """Applies the configured augmentations to a (T, H, W, 3) uint8 clip.
+
+  `jitter` is None or {'brightness', 'contrast', 'saturation', 'hue'}.
+  """
   if flip:
     frames = random_flip(frames, _seed(seed, 0))
   frames = pad_and_crop(frames, _seed(seed, 1), pad)
+  if jitter:
+    frames = color_jitter(frames, _seed(seed, 3), **jitter)
   frames = random_erasing(frames, _seed(seed, 2), erasing)
   return frames

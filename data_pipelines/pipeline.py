@@ -158,7 +158,8 @@ class ReIDData:
     def decode_and_augment(encoded, label, camid, tracklet, seed):
       frames = _decode_clip(encoded, c.height, c.width)
       frames = augment.augment_clip(frames, seed, flip=c.augment.flip, pad=c.augment.pad,
-                                    erasing=c.augment.random_erasing)
+                                    erasing=c.augment.random_erasing,
+                                    jitter=c.augment.color_jitter.to_dict())
       frames = tf.ensure_shape(frames, [c.clip_len, c.height, c.width, 3])
       return {'frames': frames, 'pid': label, 'camid': camid,
               'tracklet': tf.cast(tracklet, tf.int32)}

@@ -152,13 +152,22 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
     all: every frame, in consecutive chunks of T; the last chunk is padded by
       cycling its own frames (not the tracklet's first ones).
     evenly: one clip of T evenly spaced frames (torchreid's default).
-  `max_chunks` > 0 keeps only the first chunks ('all' only).
+    full_chunks: the M3D paper's test protocol: floor(L / T) consecutive,
+      non-overlapping clips of T frames ('all' without its padded last chunk);
+      a tracklet shorter than T gives one clip cycling its frames.
+  `max_chunks` > 0 keeps only the first chunks ('all' and 'full_chunks').
   """
   n, t = int(num_frames), int(clip_len)
   if method == 'evenly':
     return evenly_spaced(n, t)[None]
+  if method == 'full_chunks':
+    count = max(1, n // t)
+    if max_chunks:
+      count = min(count, max_chunks)
+    return np.arange(count * t).reshape(count, t) % n
   if method != 'all':
-    raise ValueError(f"Unknown eval sampler {method!r}; valid choices: all, evenly.")
+    raise ValueError(f"Unknown eval sampler {method!r}; valid choices: all, evenly, "
+                     f"full_chunks.")
   chunks = []
   for start in range(0, n, t):
     own = n - start  # frames left for this chunk

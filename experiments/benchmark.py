@@ -22,10 +22,18 @@ from absl import flags
 import jax
 import numpy as np
 
+from experiments import bench_pipeline
+from experiments import bench_scaling
+from experiments import bench_train_step
 from jaxreid.evaluation import distance
 from jaxreid.evaluation import ranking
 
 _SUITE = flags.DEFINE_string('suite', 'ranking', 'Which suite to run.')
+flags.DEFINE_string('pipeline_backbone', 'resnet50', 'pipeline suite: backbone of the '
+                    'train step whose demand is measured.')
+flags.DEFINE_integer('pipeline_batches', 20, 'pipeline suite: PK batches timed.')
+flags.DEFINE_integer('pipeline_step_clips', 4, 'pipeline suite: clips per timed train step.')
+flags.DEFINE_integer('pipeline_step_repeats', 3, 'pipeline suite: timed train steps.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats (median).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed of the synthetic data.')
 
@@ -283,7 +291,10 @@ def _device_memory() -> str:
 # ----------------------------------------------------------------------------
 
 SUITES: Dict[str, Callable] = {
+    'pipeline': bench_pipeline.run_pipeline_benchmark,
     'ranking': run_ranking_benchmark,
+    'scaling': bench_scaling.run_scaling_benchmark,
+    'train_step': bench_train_step.run_train_step_benchmark,
 }
 
 

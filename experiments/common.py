@@ -14,22 +14,31 @@ from ml_collections import config_flags
 
 from jaxreid.training import checkpoint
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Path to an ml_collections config file (experiments/configs/*.py); '
-    'override fields with --config.key=value.', lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Folder for checkpoints, TensorBoard events and eval_results.json.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_FLAGS = {}
+
+
+def define_flags():
+  """Defines --config and --workdir (required). Entry points call this at import;
+  other modules (the benchmark) can use the helpers here without them."""
+  if _FLAGS:
+    return
+  _FLAGS['config'] = config_flags.DEFINE_config_file(
+      'config', None, 'Path to an ml_collections config file (experiments/configs/*.py); '
+      'override fields with --config.key=value.', lock_config=True)
+  _FLAGS['workdir'] = flags.DEFINE_string(
+      'workdir', None, 'Folder for checkpoints, TensorBoard events and eval_results.json.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def config_and_workdir():
   """The parsed config and a checked, absolute workdir."""
-  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  given = _FLAGS['workdir'].value
+  workdir = os.path.abspath(os.path.expanduser(given))
   parent = os.path.dirname(workdir)
   if not os.path.isdir(parent):
-    raise FileNotFoundError(f'--workdir={_WORKDIR.value}: the parent folder {parent} does '
+    raise FileNotFoundError(f'--workdir={given}: the parent folder {parent} does '
                             'not exist; create it first or choose another path.')
-  return _CONFIG.value, workdir
+  return _FLAGS['config'].value, workdir
 
 
 def setup_tensorflow():
@@ -57,11 +66,54 @@ def folder_data(config, root: str):
 def run_or_exit(fn, *args):
   """Runs `fn`; a user error (bad name, path or value) ends the program with one
   line naming it, instead of a traceback."""
+  from jaxreid.training import loop  # pylint: disable=g-import-not-at-top
   try:
     return fn(*args)
-  except (ValueError, FileNotFoundError, checkpoint.CheckpointMismatchError) as e:
+  except (ValueError, FileNotFoundError, checkpoint.CheckpointMismatchError,
+          loop.NonFiniteLossError) as e:
     logging.debug('User error', exc_info=True)
     sys.exit(f'error: {e}')
+  except loop.PreemptedError as e:
+    print(f'preempted: {e}', file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+
+
+# Exit status after a preemption notice (SIGTERM) and the final save: 128 + 15,
+# what a shell reports for a process ended by SIGTERM.
+EXIT_PREEMPTED = 143
+_MULTIHOST_FLAGS = {}
+
+
+def define_multihost_flags():
+  """--multihost and the explicit coordinator flags (entry points, at import)."""
+  if _MULTIHOST_FLAGS:
+    return
+  _MULTIHOST_FLAGS['multihost'] = flags.DEFINE_bool(
+      'multihost', False, 'Join a multi-process run: calls jax.distributed.initialize(), '
+      'which detects Cloud TPU pods, Slurm and Kubernetes by itself; on other clusters '
+      'pass --coordinator_address, --num_processes and --process_id.')
+  _MULTIHOST_FLAGS['coordinator_address'] = flags.DEFINE_string(
+      'coordinator_address', None, 'host:port of process 0 (with --multihost).')
+  _MULTIHOST_FLAGS['num_processes'] = flags.DEFINE_integer(
+      'num_processes', None, 'Number of processes (with --multihost).')
+  _MULTIHOST_FLAGS['process_id'] = flags.DEFINE_integer(
+      'process_id', None, 'This process\'s index, 0..num_processes-1 (with --multihost).')
+
+
+def init_multihost():
+  """Calls ``jax.distributed.initialize`` when --multihost is given. Must run
+  before anything asks JAX for its devices."""
+  if not _MULTIHOST_FLAGS or not _MULTIHOST_FLAGS['multihost'].value:
+    for name in ('coordinator_address', 'num_processes', 'process_id'):
+      if _MULTIHOST_FLAGS and _MULTIHOST_FLAGS[name].value is not None:
+        raise app.UsageError(f'--{name} needs --multihost.')
+    return
+  explicit = {name: _MULTIHOST_FLAGS[name].value
+              for name in ('coordinator_address', 'num_processes', 'process_id')
+              if _MULTIHOST_FLAGS[name].value is not None}
+  jax.distributed.initialize(**explicit)
+  logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 class _DropLibraryChatter(logging.logging.Filter):

@@ -13,6 +13,9 @@ from absl import app
 from experiments import common
 from jaxreid.training import loop
 
+common.define_flags()
+common.define_multihost_flags()
+
 
 def evaluate(config, workdir: str) -> dict:
   return loop.evaluate_checkpoint(config, workdir, common.make_data(config))
@@ -21,6 +24,7 @@ def evaluate(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  common.init_multihost()
   config, workdir = common.config_and_workdir()
   if config.all_splits:
     common.run_or_exit(lambda: common.for_each_split(config, workdir, evaluate))

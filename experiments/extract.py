@@ -26,6 +26,8 @@ _SPLITS = flags.DEFINE_list('splits', ['query', 'gallery'],
 _FOLDER = flags.DEFINE_string('folder', None, 'A folder of tracklet folders of frames.')
 _OUTPUT = flags.DEFINE_string('output', None, 'The .npz file to write.', required=True)
 
+common.define_flags()
+
 
 def extract(config, workdir: str, output: str, folder=None, splits=('query', 'gallery')):
   """Writes the features of `folder`'s tracklets, or of the dataset's `splits`."""

@@ -26,6 +26,8 @@ _TOP_K = flags.DEFINE_integer('top_k', 10, 'Gallery tracklets to list per query.
 
 _GALLERY_KEYS = ('features', 'pid', 'camid', 'name')
 
+common.define_flags()
+
 
 def load_gallery(path: str) -> dict:
   """Reads and checks a gallery .npz written by experiments.extract."""

@@ -83,6 +83,56 @@ def batch_hard_triplet(embeddings, labels, margin: float = 0.3,
   return jnp.mean(jax.nn.relu(gap + margin))
 
 
+FOCAL_MODES = ('target', 'all_classes')
+
+
+def focal_loss(logits, labels, gamma: float = 2.0, mode: str = 'target', alpha=None):
+  """Sigmoid focal loss for identity classification (Lin et al. 2017).
+
+  'target' is TRSA's eq. 7-8: p_i = sigmoid of the target class's logit,
+  L_f = -mean_i (1 - p_i)^gamma log p_i; the other classes' logits get no
+  gradient. 'all_classes' is RetinaNet's form on one-hot targets: the focal
+  loss of every class's sigmoid, summed over classes and averaged over the
+  batch (RetinaNet normalises by the number of positives, one per sample),
+  with the optional alpha balance. Both are ``optax.sigmoid_focal_loss``.
+
+  Args:
+    logits: (B, K) class scores.
+    labels: (B,) int class indices.
+    gamma: the focusing exponent (TRSA: 2).
+    mode: 'target' (eq. 8) or 'all_classes'.
+    alpha: None or the positive-class weight in (0, 1) ('all_classes' only;
+      in 'target' mode it would only scale the loss).
+  Returns:
+    A float32 scalar.
+  """
+  logits = logits.astype(jnp.float32)
+  if mode == 'target':
+    target = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]  # (B,)
+    return jnp.mean(optax.sigmoid_focal_loss(target, jnp.ones_like(target), gamma=gamma))
+  if mode == 'all_classes':
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    per_class = optax.sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma)  # (B, K)
+    return jnp.mean(jnp.sum(per_class, axis=-1))
+  raise ValueError(f"Unknown focal loss mode {mode!r}; valid choices: {', '.join(FOCAL_MODES)}.")
+
+
+def temporal_attention_regularizer(attention):
+  """TRSA's Reg (eq. 4): sum_ij (1 - sum_n alpha_n(i, j))^2, averaged over clips.
+
+  Each alpha_n sums to 1 over the h * w positions, so the minimum is not 0
+  but h*w * (1 - T / (h*w))^2 (all frames' attention uniform after summing
+  over time), e.g. 99.8 for T = 15 on 16 x 8 maps.
+
+  Args:
+    attention: (B, T, h, w) spatial attention maps.
+  Returns:
+    A float32 scalar.
+  """
+  total = jnp.sum(attention.astype(jnp.float32), axis=1)  # (B, h, w)
+  return jnp.mean(jnp.sum(jnp.square(1.0 - total), axis=(1, 2)))
+
+
 def _ce_term(outputs, labels, cfg):
   return cross_entropy(outputs['logits'], labels, cfg.get('label_smoothing', 0.0))
 
@@ -94,9 +144,36 @@ def _triplet_term(outputs, labels, cfg):
                             soft_margin=cfg.get('triplet_soft_margin', False))
 
 
+def _focal_term(outputs, labels, cfg):
+  alpha = cfg.get('focal_alpha', None)
+  alpha = None if alpha is None or alpha < 0 else alpha  # < 0: no alpha weighting
+  return focal_loss(outputs['logits'], labels, gamma=cfg.get('focal_gamma', 2.0),
+                    mode=cfg.get('focal_mode', 'target'), alpha=alpha)
+
+
+def _temporal_reg_term(outputs, labels, cfg):
+  del labels, cfg
+  if 'attention' not in outputs:
+    raise ValueError("Loss term 'temporal_reg' needs the model's 'attention' output "
+                     '(TRSA with attention=True).')
+  return temporal_attention_regularizer(outputs['attention'])
+
+
+def _ce_streams_term(outputs, labels, cfg):
+  """Softmax CE of every stream's classifier, summed (two-stream M3D: each
+  stream trained with its own softmax, the same gradients as apart)."""
+  if 'stream_logits' not in outputs:
+    raise ValueError("Loss term 'ce_streams' needs the model's 'stream_logits' output "
+                     '(two_stream_m3d).')
+  smoothing = cfg.get('label_smoothing', 0.0)
+  return sum(cross_entropy(logits, labels, smoothing) for logits in outputs['stream_logits'])
+
 LOSS_TERMS: dict[str, Callable] = {
     'ce': _ce_term,
     'triplet': _triplet_term,
+    'ce_streams': _ce_streams_term,
+    'focal': _focal_term,
+    'temporal_reg': _temporal_reg_term,
 }
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from data_pipelines import datasets
 from experiments import evaluate, extract, search, train
+from jaxreid.models import MODELS
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def _run(*args):
 
 @pytest.mark.parametrize('args,message', [
     (['--config.model_name=resnet', '--workdir={tmp}/w'],
-     "error: Unknown model 'resnet'; valid choices: temporal_pooling."),
+     f"error: Unknown model 'resnet'; valid choices: {', '.join(sorted(MODELS))}."),
     (['--config.dataset=mars2', '--workdir={tmp}/w'],
      "error: Unknown dataset 'mars2'; valid choices: dukemtmc_video_reid, ilids_vid, ls_vid, mars, "
      'prid2011, synthetic_video_reid.'),

@@ -496,7 +496,7 @@ def test_wrong_architecture_names_both_and_what_to_do(resnet18_file):
   narrow = _abstract(resnet.ResNet18(width=16), (1, 64, 64, 3))
   with pytest.raises(pretrained.PretrainedWeightsError,
                      match=r"resnet18 weights but .* is resnet18 \(width 16\)(.|\n)*"
-                           r"published widths: set config.model.backbone_width=None"):
+                           r"published widths: set config.model.backbone_width=0"):
     pretrained.merge_pretrained(narrow, path, prefix='')
   # Not strict: what fits is loaded (the rest keeps its initialization), the rest reported.
   merged, report = pretrained.merge_pretrained(abstract, path, prefix='', strict=False)

@@ -60,7 +60,7 @@ def prepared(tmp_path_factory):
 
 def test_registered():
   assert tfds.builder_cls(NAME) is Builder
-  assert {c.name for c in Builder.BUILDER_CONFIGS} == {'default', 'tiny'}
+  assert {c.name for c in Builder.BUILDER_CONFIGS} == {'default', 'tiny', 'full_size'}
 
 
 def test_data_source_random_access(prepared):

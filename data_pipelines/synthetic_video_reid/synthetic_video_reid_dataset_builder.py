@@ -185,6 +185,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           '4 distractors, 2 junk tracklets, 4..8 frames of 64x32.',
           num_train_ids=8, num_test_ids=6, num_cameras=3, num_distractors=4,
           num_junk=2, min_len=4, max_len=8, twin_fraction=0.5),
+      SyntheticConfig(
+          name='full_size',
+          description='Input-pipeline benchmark: frames of 256x128, the size re-ID '
+          'models are trained at; 24 train ids, 8 test ids, 8..24 frames.',
+          num_train_ids=24, num_test_ids=8, num_distractors=4, num_junk=2,
+          min_len=8, max_len=24, height=256, width=128),
   ]
   DEFAULT_CONFIG_NAME = 'default'
 

@@ -28,7 +28,11 @@ def get_config():
   c.train_sampler = 'restricted'  # consecutive | restricted | evenly
   c.num_identities = 8  # P
   c.num_instances = 4  # K; global batch = P * K clips
-  c.augment = ml_collections.ConfigDict(dict(flip=True, pad=2, random_erasing=0.3))
+  # One random draw per clip, applied to all its frames (data_pipelines/augment.py).
+  c.augment = ml_collections.ConfigDict(dict(
+      flip=True, pad=2, random_erasing=0.3,
+      color_jitter=ml_collections.ConfigDict(dict(
+          brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))))
 
   # Model: a name in jaxreid.models.MODELS and its keyword arguments.
   c.model_name = 'temporal_pooling'
@@ -37,7 +41,7 @@ def get_config():
   c.dtype = 'float32'  # or 'bfloat16' (parameters and BN statistics stay float32)
   # ImageNet weights for the backbone: '' (from scratch) or a torchvision-layout
   # .safetensors / .npz file (experiments/convert_weights.py writes one; they
-  # need the published widths, backbone_width=None). Loaded when training
+  # need the published widths, backbone_width=0). Loaded when training
   # starts, not when resuming.
   c.pretrained = ''
 
@@ -63,6 +67,11 @@ def get_config():
   c.checkpoint_every_steps = 250
   c.keep_checkpoints = 2
   c.eval_every_steps = 0  # 0 = evaluate at the end only
+  # A non-finite loss or gradient stops the run (keeping the last good
+  # checkpoint) unless this is set: then the step is skipped (counted in the
+  # 'skipped_steps' metric).
+  c.skip_nonfinite_steps = False
+  c.debug_nan_at_step = -1  # test hook: make the loss of this step (1-based) NaN
 
   # Evaluation (DESIGN.md section 6).
   c.eval = ml_collections.ConfigDict(dict(

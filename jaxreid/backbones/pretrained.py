@@ -352,7 +352,7 @@ class LoadReport:
       what = f'it does not fit the model\'s {self.model_arch} backbone under {self.prefix!r}'
     if '(width' in self.model_arch:
       fix = ('ImageNet weights exist only for the published widths: set '
-             'config.model.backbone_width=None, or train from scratch (config.pretrained=\'\')')
+             'config.model.backbone_width=0 (the published width), or train from scratch (config.pretrained=\'\')')
     else:
       fix = (f'use a file converted from torchvision\'s {self.model_arch.split(" (")[0]} '
              f'(python -m experiments.convert_weights), or set config.model.backbone to what the '

@@ -27,7 +27,8 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   """Averages chunk embeddings per tracklet.
 
   Args:
-    embed_fn: from ``step.make_embed_fn``: (state, frames) -> (B, D), replicated.
+    embed_fn: from ``step.make_embed_fn``: (state, frames, tracklet, mask) ->
+      ((B, D), (B,), (B,)), gathered to every process.
     state: the train state.
     batches: padded eval batches; rows with mask False are ignored.
     num_tracklets: tracklets in the split; every one must receive a chunk.
@@ -39,9 +40,15 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   sums, counts = None, np.zeros(num_tracklets, np.int64)
   start, num_chunks = time.time(), 0
   for i, batch in enumerate(batches):
-    frames = sharding.to_global({'frames': batch['frames']}, mesh)['frames']
-    emb = np.asarray(jax.device_get(embed_fn(state, frames)))  # (B, D)
-    mask = np.asarray(batch['mask'], bool)
+    # Every process reads the same padded batch and feeds only its own rows;
+    # the embeddings come back gathered with their rows' tracklet and mask.
+    row0, row1 = _process_rows(len(batch['mask']))
+    local = {k: np.asarray(batch[k])[row0:row1] for k in ('frames', 'tracklet', 'mask')}
+    glob = sharding.to_global(local, mesh)
+    emb, tracklet, mask = jax.device_get(
+        embed_fn(state, glob['frames'], glob['tracklet'], glob['mask']))
+    emb, mask = np.asarray(emb), np.asarray(mask, bool)  # (B, D), (B,)
+    batch = {'tracklet': np.asarray(tracklet)}
     if sums is None:
       sums = np.zeros((num_tracklets, emb.shape[1]), np.float64)
     np.add.at(sums, batch['tracklet'][mask], emb[mask])
@@ -59,6 +66,16 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   logging.info('Extracted %s: %d tracklets from %d chunks in %.1fs', name, num_tracklets,
                num_chunks, time.time() - start)
   return (sums / counts[:, None]).astype(np.float32)
+
+
+def _process_rows(batch_size: int):
+  """[start, stop) of the rows of an eval batch that this process feeds."""
+  n = jax.process_count()
+  if batch_size % n:
+    raise ValueError(f'config.eval.batch_size = {batch_size} is not divisible by the '
+                     f'{n} processes.')
+  local = batch_size // n
+  return jax.process_index() * local, (jax.process_index() + 1) * local
 
 
 def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
@@ -130,7 +147,7 @@ def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean'
     if any(has_match):
       sub = _summarize(rank(rows))
       results['subsets'][name] = {k: sub[k] for k in ('rank1', 'mAP', 'num_valid_queries')}
-  if num_visualize:
+  if num_visualize and jax.process_index() == 0:  # one writer of the pictures
     paths = visualize.write_ranked_lists(
         visualize_dir, qf, gf_all, q, g_all, data.tracklet_frames,
         num_queries=num_visualize, metric=metric)

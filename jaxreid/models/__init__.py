@@ -6,9 +6,14 @@ whatever its losses need (DESIGN.md section 4).
 """
 
 from jaxreid.models import baselines
+from jaxreid.models import m3d
+from jaxreid.models import trsa
 
 MODELS = {
     'temporal_pooling': baselines.TemporalPooling,
+    'video_resnet': m3d.VideoResNet,  # 2D / M3D / I3D / P3D-A/B/C by `temporal`, RAL by `ral`
+    'two_stream_m3d': m3d.TwoStreamM3D,
+    'trsa': trsa.TRSA,
 }
 
 

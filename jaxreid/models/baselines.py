@@ -22,7 +22,7 @@ class TemporalPooling(nn.Module):
   Attributes:
     num_classes: training identities (classifier width); 0 for no classifier.
     backbone: a name in ``resnet.BACKBONES``.
-    backbone_width: channels of the backbone's stem (None: the backbone's own,
+    backbone_width: channels of the backbone's stem (None or 0: the backbone's own,
       64 for the published ResNets).
     last_stride: 1 or 2 for the backbone's last stage.
     dtype: computation dtype; parameters and BN statistics stay float32.

@@ -1,11 +1,14 @@
 """Pieces every video re-ID model shares: input normalization, time folding."""
 
 import jax.numpy as jnp
+import numpy as np
 
 # ImageNet statistics on the 0..255 scale (torchvision's), so imported
-# ImageNet weights see the inputs they were trained on.
-IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406]) * 255.0
-IMAGENET_STD = jnp.array([0.229, 0.224, 0.225]) * 255.0
+# ImageNet weights see the inputs they were trained on. NumPy float32, not
+# jnp: a jnp array here would start the XLA backend at import, before
+# jax.distributed.initialize() can run (--multihost).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * np.float32(255.0)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * np.float32(255.0)
 
 
 def normalize_frames(frames, dtype=jnp.float32):

@@ -8,10 +8,16 @@ failing deep inside Orbax on a shape mismatch.
 """
 
 import os
+import signal
 from typing import Any, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+# Test hook (tests/test_resume.py): SIGKILL this process right after the save
+# of this step has started, while Orbax is still writing its temporary folder.
+_KILL_DURING_SAVE_ENV = 'JAXREID_TEST_KILL_DURING_SAVE'
 
 
 class CheckpointMismatchError(ValueError):
@@ -21,21 +27,36 @@ class CheckpointMismatchError(ValueError):
 class Checkpointer:
   """A thin, documented wrapper around ``ocp.CheckpointManager``."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
+  def __init__(self, workdir: str, max_to_keep: int = 3, for_training: bool = True):
+    """With `for_training`, the temporary folders of saves that a killed run
+    left unfinished are deleted (they are never loaded either way); readers
+    (evaluation beside a running training) leave them alone."""
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             cleanup_tmp_directories=for_training),
         item_names=('state', 'meta'))
+    self.restored_meta = None  # the record of the checkpoint `restore` loaded
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state, meta: Mapping[str, Any]):
     """Saves asynchronously; Orbax writes to a temporary folder and renames it
-    when complete, so a half-written checkpoint is never picked up."""
+    when complete, so a half-written checkpoint is never picked up.
+
+    Every process must call this (the write is collective); the state's
+    device buffers are copied to host before this returns, so the caller may
+    donate them to the next step.
+    """
+    logging.info('Saving checkpoint of step %d.', step)
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=True)
+    if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
+      logging.warning('%s=%d: killing this process during the save.', _KILL_DURING_SAVE_ENV,
+                      step)
+      os.kill(os.getpid(), signal.SIGKILL)
 
   def restore(self, abstract_state, expected_meta: Mapping[str, Any], step: Optional[int] = None):
     """Restores `step` (default: latest) onto the shardings of `abstract_state`.
@@ -58,6 +79,7 @@ class Checkpointer:
           + '; '.join(diffs) + '. Use a new --workdir, or restore the original config.')
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
+    self.restored_meta = meta
     return restored['state'], meta
 
   def latest_meta(self) -> Optional[dict]:

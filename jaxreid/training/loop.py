@@ -12,11 +12,12 @@ module never imports TensorFlow and sees only numpy batches. It needs:
 
 import json
 import os
+import signal
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from clu import metric_writers
 
@@ -51,7 +52,7 @@ def checkpoint_meta(config, num_classes: int) -> dict:
           'backbone_lr_group': config.pretrained_lr_mult != 1.0}
 
 
-def setup_state(config, workdir: str, num_classes: int, mesh):
+def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool = True):
   """Builds the model and either restores the workdir's latest checkpoint or
   initializes a new state in place on the mesh (then loading the backbone's
   ``config.pretrained`` weights, if set; never on resume).
@@ -65,7 +66,7 @@ def setup_state(config, workdir: str, num_classes: int, mesh):
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
   state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, for_training=for_training)
   meta = checkpoint_meta(config, num_classes)
   state, _ = ckpt.restore(checkpoint.abstract_with_shardings(abstract, state_sharding), meta)
   if state is None:
@@ -109,36 +110,140 @@ def train_and_evaluate(config, workdir: str, data) -> dict:
   train_step = step_lib.make_train_step(config, schedule, state_sharding, mesh)
   embed_fn = step_lib.make_embed_fn(mesh, flip=config.eval.flip)
   batches = data.train_batches(start_step)
-  last_time, last_step = time.time(), start_step
-  for step in range(start_step, total_steps):
-    batch = next(batches)
-    state, metrics = train_step(state, sharding.to_global(batch, mesh))
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == total_steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not all(np.isfinite(v) for v in metrics.values()):
+  skip = config.get('skip_nonfinite_steps', False)
+  guard = _NonFiniteGuard(ckpt, skip, (ckpt.restored_meta or {}).get('skipped_steps', 0))
+  preemption = _PreemptionNotice(ckpt)
+  last_time, last_step, saved_step = time.time(), start_step, start_step
+  try:
+    for step in range(start_step, total_steps):
+      batch = next(batches)
+      state, metrics = train_step(state, sharding.to_global(batch, mesh))
+      done = step + 1
+      guard.update(done, metrics)  # on device: no host sync here
+      if done % config.log_every_steps == 0 or done == total_steps:
+        guard.check()
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics.pop('nonfinite')
+        if skip:
+          metrics['skipped_steps'] = guard.skipped()
+        now = time.time()
+        rate = (done - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, done
+        writer.write_scalars(done, metrics)
+        writer.write_scalars(done, {'steps_per_sec': rate})
+        logging.info('step %d/%d (%.0f%%)  %.2f steps/s  ETA %s', done, total_steps,
+                     100 * done / total_steps, rate,
+                     _eta((total_steps - done) / max(rate, 1e-9)))
+      stop = preemption.reached(done)
+      if done % config.checkpoint_every_steps == 0 or done == total_steps or stop:
+        guard.check()  # never write a non-finite state over the last good checkpoint
+        ckpt.save(done, state, {**meta, 'skipped_steps': guard.skipped()})
+        saved_step = done
+      if stop:
+        writer.flush()
         ckpt.close()
-        raise NonFiniteLossError(
-            f'Non-finite training metrics at step {done}: {metrics}. The last good '
-            f'checkpoint is kept in {ckpt.directory}.')
-      now = time.time()
-      rate = (done - last_step) / max(now - last_time, 1e-9)
-      last_time, last_step = now, done
-      metrics['steps_per_sec'] = rate
-      writer.write_scalars(done, metrics)
-      logging.info('step %d/%d (%.0f%%)  %.2f steps/s  ETA %s', done, total_steps,
-                   100 * done / total_steps, rate,
-                   _eta((total_steps - done) / max(rate, 1e-9)))
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      ckpt.save(done, state, meta)
-    if config.eval_every_steps and done % config.eval_every_steps == 0 and done < total_steps:
-      results = evaluate_and_report(config, workdir, embed_fn, state, data, mesh, writer, done)
+        raise PreemptedError(
+            f'Stopped by a preemption notice (SIGTERM) after step {done}; saved the '
+            f'checkpoint of step {saved_step} in {ckpt.directory}. Run the same command '
+            'again to continue.')
+      if config.eval_every_steps and done % config.eval_every_steps == 0 and done < total_steps:
+        results = evaluate_and_report(config, workdir, embed_fn, state, data, mesh, writer, done)
+  except NonFiniteLossError:
+    writer.flush()
+    ckpt.close()  # finishes the pending (good) saves
+    raise
+  finally:
+    preemption.restore()
   ckpt.wait()
   results = evaluate_and_report(config, workdir, embed_fn, state, data, mesh, writer,
                                 int(state.step))
   writer.flush()
   ckpt.close()
   return results
+
+
+class PreemptedError(Exception):
+  """Training stopped early on a preemption notice, after a final save."""
+
+
+class _PreemptionNotice:
+  """SIGTERM (preemption) asks the run to save and stop at the end of a step.
+
+  One process: a signal handler sets a flag, read once per step. Several
+  processes: Orbax's ``reached_preemption`` (JAX's preemption sync point), so
+  that every process stops after the same step and saves collectively.
+  """
+
+  def __init__(self, ckpt):
+    self.ckpt, self.requested, self.previous = ckpt, False, None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning('SIGTERM: saving a checkpoint and stopping after this step.')
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self.ckpt.manager.reached_preemption(step)
+    return self.requested
+
+  def restore(self):
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+      self.previous = None
+
+
+class _NonFiniteGuard:
+  """Watches the step's 'nonfinite' metric without a host sync per step.
+
+  Without skipping, the first non-finite step and its metrics are kept on
+  device and checked (one sync) before each log line and each save, so a
+  non-finite state is never saved. With skipping (the step itself kept the old
+  state), it counts the skipped steps, total over the run (kept in the
+  checkpoint record, so a resumed run counts on).
+  """
+
+  def __init__(self, ckpt, skip: bool, skipped_before: int):
+    self.ckpt, self.skip = ckpt, skip
+    self.skipped_before = skipped_before
+    self.count = jnp.zeros((), jnp.float32)
+    self.first = None  # (step, metrics) of the first non-finite step, on device
+    self._track = jax.jit(_track_first_nonfinite)
+
+  def update(self, step: int, metrics):
+    self.count = self.count + metrics['nonfinite']
+    if not self.skip:
+      if self.first is None:
+        self.first = (jnp.asarray(-1, jnp.int32), metrics)
+      self.first = self._track(self.first, step, metrics)
+
+  def skipped(self) -> int:
+    return self.skipped_before + (int(jax.device_get(self.count)) if self.skip else 0)
+
+  def check(self):
+    """Raises NonFiniteLossError when a step went non-finite (skipping off)."""
+    if self.skip or self.first is None:
+      return
+    step, metrics = jax.device_get(self.first)
+    if step < 0:
+      return
+    values = ', '.join(f'{k}={float(v):.6g}' for k, v in sorted(metrics.items())
+                       if k not in ('nonfinite', 'learning_rate'))
+    last = self.ckpt.latest_step()
+    kept = (f'the last good checkpoint (step {last}) is kept in {self.ckpt.directory}'
+            if last is not None else 'no checkpoint was written yet')
+    raise NonFiniteLossError(
+        f'Non-finite loss or gradient at step {int(step)}: {values}. Training stopped; '
+        f'{kept}. Lower the learning rate, or set --config.skip_nonfinite_steps=True to '
+        'skip such steps.')
+
+
+def _track_first_nonfinite(first, step, metrics):
+  first_step, first_metrics = first
+  new = (first_step < 0) & (metrics['nonfinite'] > 0)
+  return (jnp.where(new, jnp.asarray(step, jnp.int32), first_step),
+          jax.tree.map(lambda m, f: jnp.where(new, m, f), metrics, first_metrics))
 
 
 def evaluate_and_report(config, workdir, embed_fn, state, data, mesh, writer, step: int) -> dict:
@@ -194,11 +299,13 @@ def restore_for_inference(config, workdir: str, mesh):
     FileNotFoundError: `workdir` holds no checkpoint.
   """
   ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  meta = checkpoint.Checkpointer(workdir).latest_meta() if os.path.isdir(ckpt_dir) else None
+  meta = (checkpoint.Checkpointer(workdir, for_training=False).latest_meta()
+          if os.path.isdir(ckpt_dir) else None)
   if meta is None:
     raise FileNotFoundError(f'No checkpoint in {ckpt_dir}; train first with '
                             f'python -m experiments.train --workdir={workdir} ...')
-  _, state, _, _, ckpt, meta = setup_state(config, workdir, meta['num_classes'], mesh)
+  _, state, _, _, ckpt, meta = setup_state(config, workdir, meta['num_classes'], mesh,
+                                           for_training=False)
   ckpt.close()
   return state, meta
 

@@ -1,0 +1,85 @@
+"""`python -m experiments.benchmark --suite=pipeline`: input-pipeline throughput.
+
+Times what the training loop reads: PK batches of decoded, resized and
+augmented (flip, pad + crop, colour jitter, random erasing, one draw per clip)
+clips of T = 8 JPEG frames of 256 x 128, from the synthetic dataset's
+`full_size` config (prepared on first use). Beside it, the demand of a
+training step: the clips per second the configured model's jitted train step
+consumes on this machine, measured in the same process.
+"""
+
+import time
+
+import jax
+import numpy as np
+
+from experiments import common
+from experiments.configs import synthetic_baseline
+from jaxreid.training import loop, sharding, state as state_lib, step as step_lib, optim
+
+
+def pipeline_config(flag_values):
+  c = synthetic_baseline.get_config()
+  c.dataset_config = 'full_size'
+  c.height, c.width, c.clip_len = 256, 128, 8
+  c.num_identities, c.num_instances = 8, 4
+  c.augment.color_jitter.update(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
+  c.model.backbone, c.model.backbone_width = flag_values.pipeline_backbone, None
+  return c
+
+
+def _pipeline_clips_per_sec(config, num_batches: int):
+  data = common.make_data(config)
+  batches = data.train_batches(0)
+  next(batches)  # warm-up: tf.data start, first decode
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    batch = next(batches)
+  seconds = time.perf_counter() - start
+  assert batch['frames'].shape == (32, 8, 256, 128, 3)
+  return num_batches * len(batch['pid']) / seconds, data.num_train_ids
+
+
+def _train_step_clips_per_sec(config, num_classes: int, clips: int, repeats: int):
+  mesh = sharding.make_mesh()
+  config.num_identities, config.num_instances = clips // 2, 2
+  model = loop.build_model(config, num_classes)
+  tx, schedule = optim.make_optimizer(config)
+  init = lambda rng: state_lib.create_train_state(
+      model, tx, rng, state_lib.sample_input(config.clip_len, config.height, config.width))
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
+  train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
+  rng = np.random.default_rng(0)
+  batch = sharding.to_global({
+      'frames': rng.integers(0, 256, (clips, 8, 256, 128, 3), dtype=np.uint8),
+      'pid': np.repeat(np.arange(clips // 2), 2).astype(np.int32)}, mesh)
+  state, metrics = train_step(state, batch)  # compile
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(repeats):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics)
+  return clips * repeats / (time.perf_counter() - start)
+
+
+def run_pipeline_benchmark(flag_values) -> dict:
+  config = pipeline_config(flag_values)
+  produced, num_ids = _pipeline_clips_per_sec(config, flag_values.pipeline_batches)
+  consumed = _train_step_clips_per_sec(config, num_ids, flag_values.pipeline_step_clips,
+                                       flag_values.pipeline_step_repeats)
+  rows = [
+      ('input', '8 x 256 x 128 JPEG frames per clip, PK batches of 32 clips'),
+      ('augmentation', 'flip, pad 2 + crop, colour jitter, random erasing 0.3'),
+      ('pipeline', f'{produced:.1f} clips/s ({8 * produced:.0f} frames/s)'),
+      ('train step demand', f'{consumed:.2f} clips/s ({config.model_name}, '
+                            f'{config.model.backbone}, batch {flag_values.pipeline_step_clips} '
+                            f'clips, {jax.device_count()} {jax.devices()[0].platform} device(s))'),
+      ('pipeline / demand', f'{produced / consumed:.1f}x'),
+  ]
+  width = max(len(k) for k, _ in rows)
+  print('Input pipeline benchmark')
+  for k, v in rows:
+    print(f'{k.ljust(width)}  {v}')
+  return {'pipeline_clips_per_sec': produced, 'train_step_clips_per_sec': consumed}

@@ -1,0 +1,183 @@
+"""Temporal convolutions for video ResNets: the M3D layer (Li et al., AAAI 2019),
+and the I3D and P3D-A/B/C blocks it is compared with (paper Table 1).
+
+Every block here replaces the 3x3 spatial convolution of a ResNet bottleneck
+(``conv2`` with its ``bn2`` and ReLU; a basic block's first, ``conv1``/``bn1``) and works on *folded* feature maps,
+(B*T, H, W, C) with time inner (clip b, frame t at row b*T + t), the layout the
+per-frame 2D backbone uses. ``time_steps`` (T) says how to unfold them. T is
+never downsampled (the official code halves T with each spatial stride; here a
+stage's clip keeps all its frames, so every block sees the same T).
+
+The spatial convolution keeps the 2D network's names (``conv2``, ``bn2``), so
+ImageNet / 2D weights load unchanged; the temporal parts are new variables
+(``temporal_conv*``, ``temporal_bn*``):
+
+  block   output (s = the spatial conv, T = a (3, 1, 1) temporal conv)      at init
+  ------  ----------------------------------------------------------------  -----------
+  m3d     S = relu(bn2(conv2 x));  y = S + sum_{i=1..n} T_i(S), T_i dilated i   = 2D (T_i = 0)
+  i3d     y = relu(bn2(conv2_3x3x3 x)), kernel centred on the 2D one            = 2D
+  p3d_a   S = relu(bn2(conv2 x));  y = relu(temporal_bn(T(S))), T = identity    != 2D (BN)
+  p3d_b   y = relu(bn2(conv2 x)) + T(x), T strided like conv2                   = 2D (T = 0)
+  p3d_c   S = relu(bn2(conv2 x));  y = S + T(S)  (= m3d with n = 1)             = 2D (T = 0)
+
+A temporal convolution (paper eq. 5) is y_t = sum_{a=-1..1} x_{t+a*i} W_a with
+zero padding at the clip's borders (x_t = 0 for t outside [0, T)), i.e. torch's
+``Conv3d(C, C, (3, 1, 1), dilation=(i, 1, 1), padding=(i, 0, 0))``. It is
+computed as three time-shifted 1x1 matmuls (the same function); its kernel is
+stored as (3, 1, 1, C, C), torch's Conv3d weight in Flax's DHWIO layout.
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+TEMPORAL_BLOCKS = ('2d', 'm3d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c')
+
+ModuleDef = Callable[..., nn.Module]
+
+
+def default_num_kernels(clip_len: int) -> int:
+  """Paper eq. 6: n = floor((T - 1) / 2), so the receptive field 2n + 1 <= T."""
+  return max(0, (int(clip_len) - 1) // 2)
+
+
+def center_init(base_init=nn.initializers.lecun_normal()):
+  """A 3D kernel (kt, kh, kw, in, out) holding a 2D kernel drawn by `base_init`
+  at its middle time tap and zeros elsewhere (I3D's centre initialization: the
+  block starts as its 2D counterpart, frame by frame)."""
+  def init(key, shape, dtype=jnp.float32):
+    kernel = base_init(key, shape[1:], dtype)
+    return jnp.zeros(shape, dtype).at[shape[0] // 2].set(kernel)
+  return init
+
+
+def identity_center_init(key, shape, dtype=jnp.float32):
+  """(3, 1, 1, C, C) with the identity at the middle tap (AP3D's P3D-A)."""
+  del key
+  eye = jnp.eye(shape[-2], shape[-1], dtype=dtype)
+  return jnp.zeros(shape, dtype).at[shape[0] // 2, 0, 0].set(eye)
+
+
+def unfold(x, time_steps: int):
+  """(B*T, H, W, C) -> (B, T, H, W, C)."""
+  if x.shape[0] % time_steps:
+    raise ValueError(f'{x.shape[0]} folded frames are not a whole number of clips of '
+                     f'{time_steps} frames.')
+  return x.reshape((x.shape[0] // time_steps, time_steps) + x.shape[1:])
+
+
+def fold(x):
+  """(B, T, H, W, C) -> (B*T, H, W, C)."""
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def shift_time(x, offset: int):
+  """z[:, t] = x[:, t + offset], zero where t + offset is outside [0, T); x (B, T, ...)."""
+  t = x.shape[1]
+  if offset == 0:
+    return x
+  if abs(offset) >= t:
+    return jnp.zeros_like(x)
+  pad = [(0, 0)] * x.ndim
+  if offset > 0:
+    pad[1] = (0, offset)
+    return jnp.pad(x[:, offset:], pad)
+  pad[1] = (-offset, 0)
+  return jnp.pad(x[:, :t + offset], pad)
+
+
+class TemporalConv(nn.Module):
+  """A (3, 1, 1) convolution over time with dilation `dilation` (paper eq. 5).
+
+  Input (B*T, H, W, C_in) folded with `time_steps` = T, or (B, T, H, W, C_in);
+  output of the same layout with `features` channels. `strides` subsamples
+  space first (a 1x1 spatial kernel with stride s, as P3D-B's temporal path).
+  No bias (the official code's Conv3d has none).
+  """
+  features: int
+  dilation: int = 1
+  time_steps: Optional[int] = None  # None: the input is (B, T, H, W, C)
+  strides: int = 1
+  kernel_init: Callable = nn.initializers.zeros
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    folded = self.time_steps is not None
+    if folded:
+      x = unfold(x, self.time_steps)  # (B, T, H, W, C)
+    if self.strides > 1:
+      x = x[:, :, ::self.strides, ::self.strides]
+    kernel = self.param('kernel', self.kernel_init,
+                        (3, 1, 1, x.shape[-1], self.features), jnp.float32)
+    kernel = kernel.astype(self.dtype)
+    x = x.astype(self.dtype)
+    y = 0
+    for a in (-1, 0, 1):  # y_t = sum_a x_{t + a*i} W_a
+      y = y + jnp.einsum('bthwc,cd->bthwd', shift_time(x, a * self.dilation),
+                         kernel[a + 1, 0, 0])
+    return fold(y) if folded else y
+
+
+def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: ModuleDef,
+                        time_steps: int, strides: int = 1, num_kernels: Optional[int] = None,
+                        clip_len: int = 8, branch_norm: bool = False, dtype: Any = jnp.float32,
+                        conv_name: str = 'conv2', norm_name: str = 'bn2'):
+  """The 3x3 convolution of a bottleneck (conv2 + bn2 + ReLU) as block `kind`.
+
+  Call it inside a ``nn.compact`` method: its modules (``conv2``, ``bn2``,
+  ``temporal_conv*``, ``temporal_bn*``) belong to the calling block, so the
+  spatial ones keep the 2D network's names and its weights load unchanged.
+
+  Args:
+    x: (B*T, H, W, C_in) folded frames.
+    kind: one of ``TEMPORAL_BLOCKS``.
+    features: output channels of the spatial convolution.
+    conv, norm: the backbone's conv and BatchNorm constructors.
+    time_steps: T of the folded input.
+    strides: spatial stride of the 3x3 convolution.
+    num_kernels: n of the M3D layer (dilations 1..n); None for eq. 6's
+      floor((clip_len - 1) / 2).
+    clip_len: training T that fixes n (parameters must not depend on the T
+      seen at eval time).
+    branch_norm: the official code's M3D branch, T_i -> BN -> ReLU (default:
+      the paper's eq. 4-5, plain T_i).
+    conv_name, norm_name: names of the spatial conv and its BatchNorm (a basic
+      block's first 3x3 is ``conv1`` / ``bn1``).
+  Returns:
+    (B*T, H/strides, W/strides, features).
+  """
+  if kind not in TEMPORAL_BLOCKS:
+    raise ValueError(f'Unknown temporal block {kind!r}; valid choices: '
+                     f'{", ".join(TEMPORAL_BLOCKS)}.')
+
+  def spatial(inputs):
+    return conv(features, (3, 3), (strides,) * 2, padding=((1, 1), (1, 1)), name=conv_name)(inputs)
+
+  def temporal(name, dilation=1, stride=1, init=nn.initializers.zeros):
+    return TemporalConv(features, dilation=dilation, time_steps=time_steps, strides=stride,
+                        kernel_init=init, dtype=dtype, name=name)
+
+  if kind == 'i3d':
+    y = conv(features, (3, 3, 3), (1, strides, strides), padding=((1, 1), (1, 1), (1, 1)),
+             kernel_init=center_init(), name=conv_name)(unfold(x, time_steps))
+    return nn.relu(norm(name=norm_name)(fold(y)))
+  s = nn.relu(norm(name=norm_name)(spatial(x)))
+  if kind == '2d':
+    return s
+  if kind == 'p3d_b':  # parallel: the temporal path sees the block's input
+    return s + temporal('temporal_conv', stride=strides)(x)
+  if kind == 'p3d_a':  # serial
+    t = temporal('temporal_conv', init=identity_center_init)(s)
+    return nn.relu(norm(name='temporal_bn')(t))
+  if kind == 'p3d_c':  # residual
+    return s + temporal('temporal_conv')(s)
+  n = num_kernels if num_kernels is not None else default_num_kernels(clip_len)
+  y = s
+  for i in range(1, n + 1):  # m3d, eq. 4
+    t = temporal(f'temporal_conv{i}', dilation=i)(s)
+    if branch_norm:
+      t = nn.relu(norm(name=f'temporal_bn{i}')(t))
+    y = y + t
+  return y

@@ -1,0 +1,100 @@
+"""TRSA: temporal regularized spatial attention (Wang & Zhao; papers/004).
+
+Per frame: ResNet-50 with last stride 1 (16 x 8 maps of 2048 channels at
+256 x 128), the parameter-free spatial attention module (eq. 1-3,
+``jaxreid.layers.spatial_attention``), global average pooling; per clip:
+temporal average pooling to the video feature v, then the classifier
+``FC(v)`` whose logits feed the focal loss (eq. 7-8) or softmax CE. The
+batch-hard triplet (eq. 6) sees v and retrieval uses v (Euclidean distance,
+section 3.2). The model also returns the attention maps ``attention``
+(B, T, h, w), which the temporal regularization term Reg (eq. 4, the loss term
+``temporal_reg`` in ``jaxreid.losses``) needs.
+
+The paper has no BNNeck (eq. 7 puts the FC layer on v) and there is no public
+code (shared/notes/seedcode.md section 5), so ``bnneck=False`` is the default;
+``bnneck=True`` adds the strong baseline's BNNeck as the pooling baseline has
+it (triplet on v, classifier and retrieval on BN(v)), for comparisons with it.
+
+Table 1's rows are configurations of this one model: ``attention=False`` is
+the Baseline (GAP + temporal average pooling), the loss weights add L_v,
+Reg and L_f (experiments/configs/trsa_*.py).
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxreid.backbones import resnet
+from jaxreid.layers import spatial_attention
+from jaxreid.models import common
+
+SPATIAL_POOLS = ('mean', 'sum')
+
+
+class TRSA(nn.Module):
+  """ResNet + parameter-free spatial attention + GAP + TAP + classifier.
+
+  Attributes:
+    num_classes: training identities (classifier width); 0 for no classifier.
+    backbone: a name in ``resnet.BACKBONES``.
+    backbone_width: channels of the backbone's stem (None: the published 64).
+    last_stride: 1 (the paper) or 2 for the backbone's last stage.
+    attention: apply the spatial attention module (SAM); False is Table 1's
+      Baseline.
+    attention_reduce: 'sum' (eq. 1: softmax of the channel sum) or 'mean'
+      (softmax of the channel mean, i.e. temperature C).
+    spatial_pool: 'mean': global average pooling of alpha * f, as Fig. 1 (the
+      pooled feature is the attention-weighted average divided by h * w);
+      'sum': the attention-weighted sum sum_ij alpha(i,j) f(i,j), the same
+      scale as plain GAP whatever the map size. Without attention, both are
+      plain GAP.
+    bnneck: add a BNNeck between v and the classifier (not in the paper).
+    classifier_bias: the FC layer of eq. 7 has a bias (PyTorch's nn.Linear).
+    dtype: computation dtype; parameters, BN statistics and the attention
+      softmax stay float32.
+  """
+  num_classes: int
+  backbone: str = 'resnet50'
+  backbone_width: Optional[int] = None
+  last_stride: int = 1
+  attention: bool = True
+  attention_reduce: str = 'sum'
+  spatial_pool: str = 'mean'
+  bnneck: bool = False
+  classifier_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
+    if self.spatial_pool not in SPATIAL_POOLS:
+      raise ValueError(f'Unknown spatial_pool {self.spatial_pool!r}; '
+                       f'valid choices: {", ".join(SPATIAL_POOLS)}.')
+    batch_size = frames.shape[0]
+    x = common.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
+    width = {'width': self.backbone_width} if self.backbone_width else {}
+    c5 = resnet.get_backbone(self.backbone, last_stride=self.last_stride, dtype=self.dtype,
+                             name='backbone', **width)(x, train=train)['C5']  # (B*T, h, w, C)
+    c5 = c5.astype(jnp.float32)
+    outputs = {}
+    if self.attention:
+      c5, alpha = spatial_attention.parameter_free_spatial_attention(
+          c5, self.attention_reduce)  # (B*T, h, w, C), (B*T, h, w)
+      outputs['attention'] = common.unfold_time(alpha, batch_size)  # (B, T, h, w)
+    if self.attention and self.spatial_pool == 'sum':
+      frame_features = jnp.sum(c5, axis=(1, 2))  # (B*T, C)
+    else:
+      frame_features = jnp.mean(c5, axis=(1, 2))  # (B*T, C), GAP
+    features = common.unfold_time(frame_features, batch_size).mean(axis=1)  # (B, C), TAP
+    outputs['triplet_features'] = features
+    if self.bnneck:
+      embedding = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                               epsilon=1e-5, use_bias=False, name='bnneck')(features)
+    else:
+      embedding = features
+    outputs['embedding'] = embedding
+    if self.num_classes:
+      outputs['logits'] = nn.Dense(
+          self.num_classes, use_bias=self.classifier_bias,
+          kernel_init=nn.initializers.normal(0.001), name='classifier')(embedding)
+    return outputs

@@ -1,0 +1,97 @@
+"""Multi-process data parallel on loopback: 2 processes x 2 CPU devices train
+the tiny config and match a 1-process 4-device run (losses, parameters) to
+float tolerance; both processes compute identical evaluation metrics, and
+only process 0 writes results."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import launch_local
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 3
+
+
+def _args(workdir, data_dir):
+  return ['--config=experiments/configs/tiny.py', f'--workdir={workdir}',
+          f'--config.data_dir={data_dir}', f'--config.num_train_steps={STEPS}',
+          '--config.log_every_steps=1', '--config.checkpoint_every_steps=100']
+
+
+def _load_state(workdir):
+  """The final checkpoint's state as numpy, whatever mesh wrote it."""
+  path = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
+  ckptr = ocp.PyTreeCheckpointer()
+  meta = ckptr.metadata(path)
+  tree = getattr(getattr(meta, 'item_metadata', meta), 'tree', meta)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+def _losses(log):
+  return {int(s): float(v) for s, v in re.findall(r'\] \[(\d+)\] accuracy=.*? loss=([-0-9.e]+)',
+                                                  log)}
+
+
+@pytest.mark.parametrize('module', ['experiments.train', 'experiments.evaluate'])
+def test_entry_points_leave_jax_uninitialized_at_import(module):
+  """jax.distributed.initialize() (--multihost) must run before JAX starts its
+  backend; importing the entry point (models included) must not start it."""
+  code = (f'import {module}; from jax._src import xla_bridge; '
+          'assert not xla_bridge.backends_are_initialized(), "backend started at import"')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                        text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, tiny_data_dir):
+  multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
+  logs = str(tmp_path / 'logs')
+  statuses = launch_local.launch('experiments.train', _args(multi, tiny_data_dir),
+                                 num_processes=2, devices_per_process=2, log_dir=logs,
+                                 cwd=REPO, timeout=240)
+  proc_logs = [open(os.path.join(logs, f'process_{i}.log')).read() for i in (0, 1)]
+  assert statuses == [0, 0], proc_logs[0][-3000:] + proc_logs[1][-3000:]
+  assert all('Process %d of 2; 2 local and 4 global devices' % i in proc_logs[i]
+             for i in (0, 1))
+
+  env = launch_local.process_env(4)
+  proc = subprocess.run([sys.executable, '-m', 'experiments.train',
+                         *_args(single, tiny_data_dir)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert '4 devices' in proc.stderr
+
+  # Losses of every step and the final parameters agree to float tolerance.
+  ref_losses = _losses(proc.stderr)
+  assert sorted(ref_losses) == list(range(1, STEPS + 1))
+  for log in proc_logs:
+    np.testing.assert_allclose([_losses(log)[s] for s in sorted(ref_losses)],
+                               [ref_losses[s] for s in sorted(ref_losses)], rtol=1e-5)
+  state, ref = _load_state(multi), _load_state(single)
+  for key in ('params', 'batch_stats', 'opt_state'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 state[key], ref[key])
+  assert int(state['step']) == STEPS
+
+  # Both processes computed the same evaluation metrics (features gathered);
+  # process 0 alone wrote them.
+  evals = [re.findall(r'\[%d\] (eval/mAP=.*)' % STEPS, log) for log in proc_logs]
+  assert evals[0] and evals[0] == evals[1], evals
+  with open(os.path.join(multi, 'eval_results.json')) as f:
+    results = json.load(f)
+  with open(os.path.join(single, 'eval_results.json')) as f:
+    ref_results = json.load(f)
+  assert f"eval/mAP={results['mAP']:g}" in evals[0][0]
+  for k in ('rank1', 'rank5', 'mAP', 'mINP'):
+    assert results[k] == pytest.approx(ref_results[k], abs=1e-4), k
+  assert 'Results at step' in proc_logs[0] and 'Results at step' not in proc_logs[1]

@@ -199,3 +199,17 @@ def for_each_split(config, workdir: str, run) -> dict:
       json.dump(summary, f, indent=1)
     os.replace(tmp, os.path.join(workdir, 'eval_results.json'))
   return summary
+
+
+def run_main(argv, run):
+  """The body of train's and evaluate's `main`: multi-host set-up, then
+  `run(config, workdir)` on the configured split, or on every numbered split
+  with --config.all_splits=True; user errors end in one line."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  init_multihost()
+  config, workdir = config_and_workdir()
+  if config.all_splits:
+    run_or_exit(lambda: for_each_split(config, workdir, run))
+  else:
+    run_or_exit(lambda: run(config, workdir))

@@ -26,14 +26,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  common.init_multihost()
-  config, workdir = common.config_and_workdir()
-  if config.all_splits:
-    common.run_or_exit(lambda: common.for_each_split(config, workdir, train_and_evaluate))
-  else:
-    common.run_or_exit(lambda: train_and_evaluate(config, workdir))
+  common.run_main(argv, train_and_evaluate)
 
 
 if __name__ == '__main__':

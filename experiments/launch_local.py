@@ -38,9 +38,9 @@ def process_env(devices_per_process: int, base=None) -> dict:
   return env
 
 
-def launch(module: str, args, num_processes: int, devices_per_process: int,
-           log_dir: str = '', cwd=None, env=None, timeout=None):
-  """Runs the processes to completion; returns their exit statuses, by process."""
+def start(module: str, args, num_processes: int, devices_per_process: int,
+          log_dir: str = '', cwd=None, env=None):
+  """Starts the processes; returns (processes, open log files), by process."""
   address = f'127.0.0.1:{free_port()}'
   procs, logs = [], []
   for i in range(num_processes):
@@ -55,16 +55,28 @@ def launch(module: str, args, num_processes: int, devices_per_process: int,
       out = None if i == 0 else subprocess.DEVNULL
     procs.append(subprocess.Popen(cmd, cwd=cwd, env=process_env(devices_per_process, env),
                                   stdout=out, stderr=subprocess.STDOUT if out else None))
+  return procs, logs
+
+
+def wait(procs, logs, timeout=None):
+  """Waits for `start`'s processes; kills any left waiting for a dead peer.
+  Returns their exit statuses, by process."""
   try:
-    statuses = [p.wait(timeout=timeout) for p in procs]
+    return [p.wait(timeout=timeout) for p in procs]
   finally:
-    for p in procs:  # a process left waiting for a dead peer
+    for p in procs:
       if p.poll() is None:
         p.kill()
         p.wait()
     for f in logs:
       f.close()
-  return statuses
+
+
+def launch(module: str, args, num_processes: int, devices_per_process: int,
+           log_dir: str = '', cwd=None, env=None, timeout=None):
+  """Runs the processes to completion; returns their exit statuses, by process."""
+  procs, logs = start(module, args, num_processes, devices_per_process, log_dir, cwd, env)
+  return wait(procs, logs, timeout)
 
 
 def main():

@@ -295,3 +295,54 @@ def test_ral_init_is_identity_and_trainable_only_with_one_zero_branch(zero_init)
     assert all(n == 0 for n in norms.values()), norms
   else:
     assert norms['channel_conv2'] > 0, norms
+
+
+def test_config_pretrained_loads_both_streams_of_two_stream_m3d(tmp_path):
+  """`config.pretrained` in training: one 2D file into both streams' backbones,
+  the temporal kernels and RALs keep their init, both backbones at the lr mult."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from experiments.configs import tiny  # pylint: disable=g-import-not-at-top
+  from jaxreid.training import loop, optim, sharding  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.height, config.width, config.clip_len = 32, 16, 4
+  config.model_name = 'two_stream_m3d'
+  config.model = ml_collections.ConfigDict(dict(
+      backbone='resnet18', backbone_width=4, last_stride=1, clip_len=4, temporal='m3d',
+      ral='sct', normalize_streams=False))
+  config.losses = ml_collections.ConfigDict({'ce_streams': 1.0, 'triplet': 1.0})
+  base = m3d.VideoResNet(num_classes=0, temporal='2d', backbone='resnet18', backbone_width=4,
+                         clip_len=4)
+  base_vars = jax.eval_shape(base.init, jax.random.key(0), jnp.zeros((1, 4, 32, 16, 3), jnp.uint8))
+  sd = _random_state_dict(base_vars, 'backbone')
+  path = str(tmp_path / 'resnet18.npz')
+  np.savez(path, **sd)
+  config.pretrained = path
+  config.pretrained_lr_mult = 0.1
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model, state, _, _, ckpt, _ = loop.setup_state(config, str(tmp_path / 'run'), 4, mesh)
+  ckpt.close()
+  params, stats = jax.device_get((state.params, state.batch_stats))
+  for stream in ('spatial', 'temporal'):
+    np.testing.assert_array_equal(params[stream]['backbone']['conv1']['kernel'],
+                                  sd['conv1.weight'].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(stats[stream]['backbone']['layer2_0']['bn1']['mean'],
+                                  sd['layer2.0.bn1.running_mean'])
+  # The temporal stream's M3D kernels keep their zero init (RALs: their own).
+  temporal = [np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(
+      params['temporal']['backbone'])
+              if 'temporal_conv' in jax.tree_util.keystr(k) and "['ral" not in jax.tree_util.keystr(k)]
+  assert temporal and all(not v.any() for v in temporal)
+  labels = optim.backbone_labels(params)
+  assert labels['spatial']['backbone']['conv1']['kernel'] == 'pretrained'
+  assert labels['temporal']['backbone']['conv1']['kernel'] == 'pretrained'
+  assert all(v == 'new' for v in jax.tree.leaves(labels['spatial']['bnneck']))
+  assert isinstance(state.opt_state, optax.MultiTransformState)
+  # The network starts as the pretrained 2D CNN: each stream gives its features.
+  frames = jax.random.randint(jax.random.key(1), (1, 4, 32, 16, 3), 0, 256).astype(jnp.uint8)
+  base_vars, _ = m3d.load_pretrained(jax.tree.map(np.zeros_like, jax.device_get(
+      base.init(jax.random.key(0), frames))), path)
+  expected = np.asarray(base.apply(base_vars, frames)['triplet_features'])
+  out = model.apply({'params': params, 'batch_stats': stats}, frames)['triplet_features']
+  for stream in np.split(np.asarray(out), 2, axis=-1):
+    assert _max_rel_diff(stream, expected) <= 1e-5

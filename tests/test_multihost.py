@@ -6,8 +6,10 @@ only process 0 writes results."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -28,7 +30,11 @@ def _args(workdir, data_dir):
 
 def _load_state(workdir):
   """The final checkpoint's state as numpy, whatever mesh wrote it."""
-  path = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
+  return _load_state_at(workdir, STEPS)
+
+
+def _load_state_at(workdir, step):
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
   ckptr = ocp.PyTreeCheckpointer()
   meta = ckptr.metadata(path)
   tree = getattr(getattr(meta, 'item_metadata', meta), 'tree', meta)
@@ -95,3 +101,42 @@ def test_two_processes_match_one_process(tmp_path, tiny_data_dir):
   for k in ('rank1', 'rank5', 'mAP', 'mINP'):
     assert results[k] == pytest.approx(ref_results[k], abs=1e-4), k
   assert 'Results at step' in proc_logs[0] and 'Results at step' not in proc_logs[1]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_after_the_same_saved_step(tmp_path, tiny_data_dir):
+  """A preemption notice (SIGTERM) to one process of a 2-process run: both stop
+  after the same step (JAX's preemption sync point), save it collectively and
+  exit with status 143; the same command then resumes from that step."""
+  workdir, logs = str(tmp_path / 'run'), str(tmp_path / 'logs')
+  args = _args(workdir, tiny_data_dir)
+  args = [a for a in args if not a.startswith('--config.num_train_steps')]
+  procs, files = launch_local.start('experiments.train', args + ['--config.num_train_steps=400'],
+                                    num_processes=2, devices_per_process=2, log_dir=logs,
+                                    cwd=REPO)
+  log_path = os.path.join(logs, 'process_1.log')
+  deadline = time.time() + 240
+  while time.time() < deadline and procs[1].poll() is None:
+    if re.search(r'\] \[2\] accuracy=', open(log_path).read()):  # step 2 logged
+      break
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)
+  statuses = launch_local.wait(procs, files, timeout=240)
+  proc_logs = [open(os.path.join(logs, f'process_{i}.log')).read() for i in (0, 1)]
+  assert statuses == [143, 143], proc_logs[0][-3000:] + proc_logs[1][-3000:]
+  stopped = [re.findall(r'preemption notice \(SIGTERM\) after step (\d+)', log) for log in proc_logs]
+  assert stopped[0] and stopped[0] == stopped[1], stopped
+  step = int(stopped[0][0])
+  assert 2 <= step < 400
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(step)))
+
+  # The same command (to a nearer end) resumes at that step on both processes.
+  end = step + 2
+  statuses = launch_local.launch('experiments.train',
+                                 args + [f'--config.num_train_steps={end}'], num_processes=2,
+                                 devices_per_process=2, log_dir=logs, cwd=REPO, timeout=240)
+  proc_logs = [open(os.path.join(logs, f'process_{i}.log')).read() for i in (0, 1)]
+  assert statuses == [0, 0], proc_logs[0][-3000:]
+  assert all(f'at step {step}' in log for log in proc_logs)
+  assert sorted(_losses(proc_logs[0])) == [step + 1, step + 2]
+  assert int(_load_state_at(workdir, end)['step']) == end

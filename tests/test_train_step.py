@@ -16,7 +16,7 @@ def _setup(config, devices, num_classes=4):
   model = loop.build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
   init = functools.partial(state_lib.create_train_state, model, tx,
-                           sample_frames=state_lib.sample_input(config.clip_len, config.height,
+                           sample=state_lib.sample_input(config.clip_len, config.height,
                                                                 config.width))
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)

@@ -242,7 +242,7 @@ def test_train_step_with_trsa_objective_reduces_the_loss():
   model = loop.build_model(c, 4)
   tx, schedule = optim.make_optimizer(c)
   state = state_lib.create_train_state(
-      model, tx, jax.random.key(0), sample_frames=state_lib.sample_input(c.clip_len, c.height,
+      model, tx, jax.random.key(0), sample=state_lib.sample_input(c.clip_len, c.height,
                                                                          c.width))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), state)
   train_step = step_lib.make_train_step(c, schedule, state_sh, mesh)

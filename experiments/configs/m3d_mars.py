@@ -22,10 +22,9 @@ Epochs as steps: the paper feeds every training tracklet once per epoch
 PK batches; K = 1 (24 identities, one tracklet each) is the closest to the
 paper's plain random batches, and its CE-only objective needs no positives.
 
-ImageNet weights: ``jaxreid.models.m3d.load_pretrained`` loads one torchvision
-ResNet-50 file into both streams (temporal kernels and RALs keep their
-identity initialization); the training loop's own hook loads only into a
-top-level 'backbone', see docs/m3d.md.
+ImageNet weights: ``config.pretrained`` loads one torchvision ResNet-50 file
+into both streams when training starts (``jaxreid.training.loop.load_pretrained``:
+temporal kernels and RALs keep their identity initialization), see docs/m3d.md.
 """
 
 import ml_collections

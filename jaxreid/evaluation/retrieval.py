@@ -18,6 +18,7 @@ from jaxreid.evaluation import ranking
 from jaxreid.evaluation import rerank as rerank_lib
 from jaxreid.evaluation import visualize
 from jaxreid.training import sharding
+from jaxreid.training.step import MODEL_INPUT_KEYS
 
 RANKS = (1, 5, 10, 20)
 
@@ -27,7 +28,7 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   """Averages chunk embeddings per tracklet.
 
   Args:
-    embed_fn: from ``step.make_embed_fn``: (state, frames, tracklet, mask) ->
+    embed_fn: from ``step.make_embed_fn``: (state, inputs, tracklet, mask) ->
       ((B, D), (B,), (B,)), gathered to every process.
     state: the train state.
     batches: padded eval batches; rows with mask False are ignored.
@@ -43,10 +44,12 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
     # Every process reads the same padded batch and feeds only its own rows;
     # the embeddings come back gathered with their rows' tracklet and mask.
     row0, row1 = _process_rows(len(batch['mask']))
-    local = {k: np.asarray(batch[k])[row0:row1] for k in ('frames', 'tracklet', 'mask')}
+    keys = [k for k in MODEL_INPUT_KEYS if k in batch] + ['tracklet', 'mask']
+    local = {k: np.asarray(batch[k])[row0:row1] for k in keys}
     glob = sharding.to_global(local, mesh)
+    inputs = {k: glob[k] for k in MODEL_INPUT_KEYS if k in glob}
     emb, tracklet, mask = jax.device_get(
-        embed_fn(state, glob['frames'], glob['tracklet'], glob['mask']))
+        embed_fn(state, inputs, glob['tracklet'], glob['mask']))
     emb, mask = np.asarray(emb), np.asarray(mask, bool)  # (B, D), (B,)
     batch = {'tracklet': np.asarray(tracklet)}
     if sums is None:

@@ -24,7 +24,7 @@ from clu import metric_writers
 from jaxreid import losses, reporting
 from jaxreid.backbones import pretrained
 from jaxreid.evaluation import retrieval
-from jaxreid.models import get_model
+from jaxreid.models import get_model, m3d
 from jaxreid.training import checkpoint, optim, sharding, state as state_lib, step as step_lib
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -52,6 +52,26 @@ def checkpoint_meta(config, num_classes: int) -> dict:
           'backbone_lr_group': config.pretrained_lr_mult != 1.0}
 
 
+def load_pretrained(state, config, state_sharding):
+  """Loads ``config.pretrained`` into the model's backbone(s); the heads keep
+  their initialization.
+
+  One-backbone models take it under 'backbone'. The video ResNets (M3D, I3D,
+  P3D, two-stream) take the same 2D file into each stream's backbone: 2D
+  kernels inflate to I3D's 3D ones at the centre tap and the temporal kernels
+  and RALs keep their (identity) initialization, so the network starts as the
+  pretrained 2D CNN (DESIGN.md section 7).
+  """
+  if config.model_name not in ('video_resnet', 'two_stream_m3d'):
+    return pretrained.load_into_train_state(state, config.pretrained, state_sharding)
+  weights = pretrained.load_state_dict(config.pretrained)  # read once for both streams
+  for prefix in m3d.backbone_prefixes({'params': state.params}):
+    state = pretrained.load_into_train_state(
+        state, weights, state_sharding, prefix=prefix, keep_init=m3d.TEMPORAL_KEEP_INIT,
+        adapt=pretrained.inflate_kernels)
+  return state
+
+
 def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool = True):
   """Builds the model and either restores the workdir's latest checkpoint or
   initializes a new state in place on the mesh (then loading the backbone's
@@ -62,7 +82,8 @@ def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool
   """
   model = build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
-  sample = state_lib.sample_input(config.clip_len, config.height, config.width)
+  sample = state_lib.sample_input(config.clip_len, config.height, config.width,
+                                  flow=config.get('use_flow', False))
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
   state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
@@ -71,8 +92,8 @@ def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool
   state, _ = ckpt.restore(checkpoint.abstract_with_shardings(abstract, state_sharding), meta)
   if state is None:
     state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(config.seed))
-    if config.get('pretrained'):  # ImageNet weights into params/batch_stats['backbone']
-      state = pretrained.load_into_train_state(state, config.pretrained, state_sharding)
+    if config.get('pretrained'):  # ImageNet weights into every backbone
+      state = load_pretrained(state, config, state_sharding)
   else:
     logging.info('Resumed from %s at step %d.', ckpt.directory, int(state.step))
   return model, state, schedule, state_sharding, ckpt, meta

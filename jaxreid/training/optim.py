@@ -5,7 +5,8 @@ Weight decay is applied as the papers' PyTorch code applies it: for 'sgd' and
 ``weight_decay``); 'adamw' decouples it (Loshchilov & Hutter).
 
 ``config.pretrained_lr_mult`` (default 1.0) scales the learning rate of the
-parameters under the backbone (``params['backbone']``), as papers do for
+parameters under every backbone (any module named ``backbone``: ``params['backbone']``,
+or both streams' ``spatial/backbone`` and ``temporal/backbone``), as papers do for
 ImageNet-pretrained layers (RRU: 0.1x), through ``optax.multi_transform``:
 each group gets the same optimizer with its own schedule, as PyTorch's
 parameter groups with their own ``lr``. At 1.0 the optimizer is the plain one,
@@ -14,8 +15,6 @@ so the optimizer state keeps its structure (older checkpoints resume).
 
 import jax
 import optax
-
-from jaxreid.backbones.pretrained import DEFAULT_PREFIX as BACKBONE_PREFIX
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 
@@ -41,18 +40,22 @@ def make_schedule(config) -> optax.Schedule:
   return optax.join_schedules([ramp, after], [warmup])
 
 
-def backbone_labels(params, prefix: str = BACKBONE_PREFIX):
-  """'pretrained' for every parameter under `prefix` ('/'-separated), 'new' elsewhere."""
-  prefix_path = tuple(p for p in prefix.split('/') if p)
+BACKBONE_MODULE = 'backbone'
+
+
+def backbone_labels(params):
+  """'pretrained' for every parameter inside a module named 'backbone' (at any
+  depth), 'new' elsewhere. New layers inside a backbone (M3D's temporal
+  kernels, RALs) count as the backbone's."""
 
   def label(keys, _):
     path = tuple(str(getattr(k, 'key', k)) for k in keys)
-    return 'pretrained' if path[:len(prefix_path)] == prefix_path else 'new'
+    return 'pretrained' if BACKBONE_MODULE in path[:-1] else 'new'
 
   labels = jax.tree_util.tree_map_with_path(label, params)
   if 'pretrained' not in jax.tree.leaves(labels):
-    raise ValueError(f'config.pretrained_lr_mult is set but the model has no parameters under '
-                     f'{prefix!r}.')
+    raise ValueError("config.pretrained_lr_mult is set but the model has no module named "
+                     f"{BACKBONE_MODULE!r}.")
   return labels
 
 

@@ -11,8 +11,35 @@ from jaxreid import losses
 from jaxreid.training import sharding
 
 
+# Batch keys a model takes (DESIGN.md sections 3-4): 'frames' positionally,
+# the optional ones as keyword arguments only when the batch has them, so
+# models without optical flow keep the plain ``(frames, train)`` signature.
+MODEL_INPUT_KEYS = ('frames', 'flow')
+
+
 def _variables(params, batch_stats):
   return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def model_inputs(batch: Mapping) -> dict:
+  """The entries of `batch` the model consumes ('frames', and 'flow' if present)."""
+  return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+
+
+def apply_model(apply_fn, variables, inputs: Mapping, **kwargs):
+  """``apply_fn(variables, frames, [flow=...], **kwargs)`` from an inputs dict."""
+  extra = {k: v for k, v in inputs.items() if k != 'frames'}
+  return apply_fn(variables, inputs['frames'], **extra, **kwargs)
+
+
+def mirror_inputs(inputs: Mapping) -> dict:
+  """Horizontal mirror of a clip: frames flipped along W; optical flow flipped
+  along W with its horizontal component (channel 0) negated."""
+  mirrored = {'frames': inputs['frames'][:, :, :, ::-1]}  # (B, T, H, W, 3)
+  if 'flow' in inputs:
+    flow = inputs['flow'][:, :, :, ::-1]  # (B, T, H, W, 2): (dx, dy)
+    mirrored['flow'] = flow * jnp.array([-1.0, 1.0], flow.dtype)
+  return mirrored
 
 
 def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options: Mapping,
@@ -22,8 +49,9 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
 
   Args:
     state: a ``TrainState``.
-    batch: dict with 'frames' (B, T, H, W, 3) uint8 and 'pid' (B,) int32
-      training labels, sharded over the data mesh.
+    batch: dict with 'frames' (B, T, H, W, 3) uint8, optionally 'flow'
+      (B, T, H, W, 2) float32, and 'pid' (B,) int32 training labels, sharded
+      over the data mesh.
     loss_weights: ``config.losses``.
     loss_options: ``config.loss_options``.
     schedule: the learning-rate schedule (for logging).
@@ -44,8 +72,8 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
   labels = batch['pid']
 
   def loss_fn(params):
-    outputs, new_model_state = state.apply_fn(
-        _variables(params, state.batch_stats), batch['frames'], train=True,
+    outputs, new_model_state = apply_model(
+        state.apply_fn, _variables(params, state.batch_stats), model_inputs(batch), train=True,
         rngs={'dropout': rng}, mutable=['batch_stats'])
     total, terms = losses.total_loss(outputs, labels, loss_weights, loss_options)
     if debug_nan_at_step >= 0:
@@ -85,22 +113,27 @@ def make_train_step(config, schedule, state_sharding, mesh):
 
 
 def make_embed_fn(mesh, flip: bool = False):
-  """Jitted eval forward: frames (B, T, H, W, 3) -> embeddings (B, D), gathered
-  to every device (and so to every process) for ranking.
+  """Jitted eval forward: inputs {'frames': (B, T, H, W, 3), ['flow']} ->
+  embeddings (B, D), gathered to every device (and so to every process) for
+  ranking.
 
   With `flip`, the embedding is the mean of those of the clip and of its
-  horizontal mirror (flip test-time augmentation).
+  horizontal mirror (flip test-time augmentation; `mirror_inputs`).
 
   Extra batch-sharded arguments (e.g. the rows' 'tracklet' and 'mask') are
   returned gathered too, ``(emb, *extras)``: with several processes each feeds
   only its own rows, and every process needs all of them to rank.
   """
 
-  def embed(state, frames, *extras):
+  def embed(state, inputs, *extras):
     variables = _variables(state.params, state.batch_stats)
-    emb = state.apply_fn(variables, frames, train=False)['embedding'].astype(jnp.float32)
+    if not isinstance(inputs, Mapping):  # a bare frames array
+      inputs = {'frames': inputs}
+    emb = apply_model(state.apply_fn, variables, inputs, train=False)['embedding']
+    emb = emb.astype(jnp.float32)
     if flip:
-      mirrored = state.apply_fn(variables, frames[:, :, :, ::-1], train=False)['embedding']
+      mirrored = apply_model(state.apply_fn, variables, mirror_inputs(inputs),
+                             train=False)['embedding']
       emb = 0.5 * (emb + mirrored.astype(jnp.float32))
     return (emb, *extras) if extras else emb
 

@@ -105,3 +105,23 @@ def augment_clip(frames, seed, *, flip: bool, pad: int, erasing: float,
     frames = color_jitter(frames, _seed(seed, 3), **jitter)
   frames = random_erasing(frames, _seed(seed, 2), erasing)
   return frames
+
+
+def flip_flow(flow, seed):
+  """`random_flip` of a (T, H, W, 2) flow clip with the same draw: mirrored
+  along W with the horizontal component dx negated (motion to the right
+  becomes motion to the left)."""
+  flip = tf.random.stateless_uniform([], seed) < 0.5
+  return tf.cond(flip, lambda: tf.reverse(flow, axis=[2]) * tf.constant([-1.0, 1.0], flow.dtype),
+                 lambda: flow)
+
+
+def augment_flow(flow, seed, *, flip: bool, pad: int):
+  """The geometric part of `augment_clip` (flip, pad + crop) applied to the
+  clip's (T, H, W, 2) float32 optical flow with the frames' own draws (same
+  `seed`), so flow stays aligned with its frames; zero padding is zero motion.
+  Colour jitter and random erasing do not touch flow, which is computed on the
+  clean frames before them."""
+  if flip:
+    flow = flip_flow(flow, _seed(seed, 0))
+  return pad_and_crop(flow, _seed(seed, 1), pad)

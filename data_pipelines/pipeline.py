@@ -13,6 +13,12 @@ Batches are dicts of numpy arrays (DESIGN.md section 3):
   train: frames (B, T, H, W, 3) uint8, pid (B,) int32 labels 0..num_ids-1,
          camid (B,), tracklet (B,);
   eval:  frames, pid, camid, tracklet, mask (B,) bool (False on padding rows).
+With ``config.use_flow`` both also carry flow (B, T, H, W, 2) float32: the
+optical flow of every clip frame to the next stored frame of its tracklet
+(``optical_flow.py``), computed in tf.data on the decoded, resized, clean
+frames, then flipped and cropped with them. ``config.batch_sampler = 'pairs'``
+makes train batches siamese pairs (rows 2i, 2i + 1; ``sampling.plan_pair_batch``)
+instead of P x K.
 """
 
 from typing import Iterator
@@ -21,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import augment, datasets, sampling
+from data_pipelines import augment, datasets, optical_flow, sampling
 
 # Features stored by every builder; anything else boolean is a query subset.
 _CORE_FEATURES = ('frames', 'pid', 'camid', 'tracklet', 'num_frames')
@@ -80,13 +86,39 @@ def _decode_clip(encoded, height: int, width: int):
   return augment.resize_clip(frames, height, width)
 
 
+def _flow_sources(num_frames: int, frame_indices):
+  """The stored frames a clip and its flow need, each once: (sorted frame
+  indices (U,), (3, T) int32 positions in them of the clip's frames and of
+  each frame's flow pair, see ``optical_flow.partner_frames``)."""
+  first, second = optical_flow.partner_frames(num_frames, frame_indices)
+  stored, inverse = np.unique(np.concatenate([np.asarray(frame_indices, np.int64), first, second]),
+                              return_inverse=True)
+  return stored, inverse.reshape(3, -1).astype(np.int32)
+
+
+def _decode_clip_and_flow(encoded, positions, height: int, width: int):
+  """(U,) encoded stored frames and their (3, T) positions -> the clip
+  (T, height, width, 3) uint8 and its flow (T, height, width, 2) float32,
+  computed on the resized frames (before any augmentation)."""
+  stored = _decode_clip(encoded, height, width)  # (U, H, W, 3)
+  frames = tf.gather(stored, positions[0])
+  flow = tf.numpy_function(optical_flow.flow_between,
+                           [tf.gather(stored, positions[1]), tf.gather(stored, positions[2])],
+                           tf.float32, stateful=False)
+  return frames, tf.ensure_shape(flow, [None, height, width, 2])
+
+
+_ENCODED_WITH_FLOW = (tf.TensorSpec([None], tf.string), tf.TensorSpec([3, None], tf.int32))
+
+
 class ReIDData:
   """A prepared re-ID dataset and the pipelines the training loop reads.
 
   Args:
     config: the experiment config (dataset, dataset_config, data_dir,
       manual_dir, height, width, clip_len, train_sampler, num_identities,
-      num_instances, seed, augment.*, eval.*).
+      num_instances, seed, augment.*, eval.*; optionally batch_sampler 'pk' |
+      'pairs' with num_pairs, and use_flow).
     process_index, process_count: this process's slice of every train batch.
   """
 
@@ -127,12 +159,29 @@ class ReIDData:
   # --- train -----------------------------------------------------------------
 
   def plan(self, step: int) -> sampling.BatchPlan:
-    """This process's rows of the global PK batch of `step`."""
+    """This process's rows of the global batch of `step` (PK, or siamese
+    pairs with ``config.batch_sampler = 'pairs'``)."""
     c = self.config
-    plan = sampling.plan_pk_batch(
-        self.index['train'], self.train_labels, seed=c.seed, step=step,
-        num_identities=c.num_identities, num_instances=c.num_instances,
-        clip_len=c.clip_len, clip_sampler=c.train_sampler)
+    sampler = c.get('batch_sampler', 'pk')
+    if sampler == 'pk':
+      plan = sampling.plan_pk_batch(
+          self.index['train'], self.train_labels, seed=c.seed, step=step,
+          num_identities=c.num_identities, num_instances=c.num_instances,
+          clip_len=c.clip_len, clip_sampler=c.train_sampler)
+    elif sampler == 'pairs':
+      # The training loop sizes and shards batches as P * K clips.
+      if 2 * c.num_pairs != c.num_identities * c.num_instances:
+        raise ValueError(
+            f'config.batch_sampler = pairs: config.num_pairs = {c.num_pairs} pairs make '
+            f'{2 * c.num_pairs} clips but config.num_identities * config.num_instances = '
+            f'{c.num_identities * c.num_instances}; set num_identities = num_pairs and '
+            'num_instances = 2.')
+      plan = sampling.plan_pair_batch(
+          self.index['train'], self.train_labels, seed=c.seed, step=step,
+          num_pairs=c.num_pairs, clip_len=c.clip_len, clip_sampler=c.train_sampler)
+    else:
+      raise ValueError(f'Unknown config.batch_sampler {sampler!r}; valid choices: '
+                       f'{", ".join(sampling.BATCH_SAMPLERS)}.')
     start, stop = sampling.process_rows(len(plan.labels), self.process_index, self.process_count)
     return plan.rows(start, stop)
 
@@ -141,28 +190,42 @@ class ReIDData:
     c = self.config
     source, index = self._sources['train'], self.index['train']
     local_batch = c.num_identities * c.num_instances // self.process_count
+    use_flow = c.get('use_flow', False)
+
+    def encoded_clip(t, frame_indices):
+      if not use_flow:
+        return _frame_bytes(source, index.position[t], frame_indices)
+      stored, positions = _flow_sources(index.num_frames[t], frame_indices)
+      return _frame_bytes(source, index.position[t], stored), positions
 
     def clips():  # one element per clip, in batch order
       step = start_step
       while True:
         plan = self.plan(step)
         for row, t in enumerate(plan.tracklets):
-          yield (_frame_bytes(source, index.position[t], plan.frames[row]), plan.labels[row],
+          yield (encoded_clip(t, plan.frames[row]), plan.labels[row],
                  index.camid[t], t, plan.aug_seeds[row])
         step += 1
 
-    signature = (tf.TensorSpec([c.clip_len], tf.string), tf.TensorSpec([], tf.int32),
-                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64),
-                 tf.TensorSpec([2], tf.int32))
+    signature = (_ENCODED_WITH_FLOW if use_flow else tf.TensorSpec([c.clip_len], tf.string),
+                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                 tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int32))
 
     def decode_and_augment(encoded, label, camid, tracklet, seed):
-      frames = _decode_clip(encoded, c.height, c.width)
+      if use_flow:
+        frames, flow = _decode_clip_and_flow(*encoded, c.height, c.width)
+      else:
+        frames = _decode_clip(encoded, c.height, c.width)
       frames = augment.augment_clip(frames, seed, flip=c.augment.flip, pad=c.augment.pad,
                                     erasing=c.augment.random_erasing,
                                     jitter=c.augment.color_jitter.to_dict())
       frames = tf.ensure_shape(frames, [c.clip_len, c.height, c.width, 3])
-      return {'frames': frames, 'pid': label, 'camid': camid,
-              'tracklet': tf.cast(tracklet, tf.int32)}
+      out = {'frames': frames, 'pid': label, 'camid': camid,
+             'tracklet': tf.cast(tracklet, tf.int32)}
+      if use_flow:  # the same flip and crop draws as the frames
+        flow = augment.augment_flow(flow, seed, flip=c.augment.flip, pad=c.augment.pad)
+        out['flow'] = tf.ensure_shape(flow, [c.clip_len, c.height, c.width, 2])
+      return out
 
     ds = tf.data.Dataset.from_generator(clips, output_signature=signature)
     ds = ds.map(decode_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -192,22 +255,46 @@ def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict
   """
   c = config
   clip_len = c.eval.clip_len or c.clip_len
+  if c.get('use_flow', False):
+    ds = _eval_clips_with_flow(c, clip_len, num_frames, frame_bytes)
+  else:
+    def clips():
+      for t in range(len(num_frames)):
+        for chunk in sampling.eval_chunks(num_frames[t], clip_len, c.eval.sampler,
+                                          c.eval.max_chunks):
+          yield frame_bytes(t, chunk), t
+
+    ds = tf.data.Dataset.from_generator(clips, output_signature=(
+        tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
+    ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
+        _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
+                                'tracklet': tf.cast(t, tf.int32)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(c.eval.batch_size).prefetch(2)
+  for batch in ds.as_numpy_iterator():
+    yield _pad_batch(batch, c.eval.batch_size, pids, camids)
+
+
+def _eval_clips_with_flow(c, clip_len: int, num_frames, frame_bytes):
+  """`eval_batches`' clips with their 'flow' (no augmentation): each frame's
+  flow to the next stored frame of its tracklet, as in training."""
 
   def clips():
     for t in range(len(num_frames)):
       for chunk in sampling.eval_chunks(num_frames[t], clip_len, c.eval.sampler,
                                         c.eval.max_chunks):
-        yield frame_bytes(t, chunk), t
+        stored, positions = _flow_sources(num_frames[t], chunk)
+        yield (frame_bytes(t, stored), positions), t
+
+  def decode(encoded, t):
+    frames, flow = _decode_clip_and_flow(*encoded, c.height, c.width)
+    return {'frames': tf.ensure_shape(frames, [clip_len, c.height, c.width, 3]),
+            'flow': tf.ensure_shape(flow, [clip_len, c.height, c.width, 2]),
+            'tracklet': tf.cast(t, tf.int32)}
 
   ds = tf.data.Dataset.from_generator(clips, output_signature=(
-      tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
-  ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
-      _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
-                              'tracklet': tf.cast(t, tf.int32)},
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(c.eval.batch_size).prefetch(2)
-  for batch in ds.as_numpy_iterator():
-    yield _pad_batch(batch, c.eval.batch_size, pids, camids)
+      _ENCODED_WITH_FLOW, tf.TensorSpec([], tf.int64)))
+  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _pad_batch(batch: dict, size: int, pids, camids) -> dict:

@@ -175,3 +175,59 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
     if max_chunks and len(chunks) == max_chunks:
       break
   return np.stack(chunks)
+
+
+BATCH_SAMPLERS = ('pk', 'pairs')
+
+
+def plan_pair_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int,
+                    num_pairs: int, clip_len: int, clip_sampler: str) -> BatchPlan:
+  """The global batch of `step` as siamese pairs (CRF, papers/002 section 2.6).
+
+  Rows (2i, 2i + 1) form pair i. Even pairs are positive, odd pairs negative,
+  so every batch holds as many of each (the paper: "the equal number of
+  positive and negative pairs in each iteration"; McLaughlin alternates them,
+  one pair per iteration). A positive pair is two tracklets of one identity
+  from two different cameras (cameras drawn at random among the identity's,
+  then a tracklet from each), or, for an identity seen by one camera only, two
+  of its tracklets (the same one twice, with its own clip each, if it has
+  one). A negative pair is two different identities, each a random tracklet
+  from any camera ("different person under random camera"). Labels stay the
+  training identities, so a pair is positive exactly when its labels agree.
+
+  Args:
+    index: the train split.
+    labels: (N,) training label of each tracklet, 0..num_ids-1 (at least 2 ids).
+    seed, step: the batch is a pure function of these.
+    num_pairs: pairs per global batch, even (half positive, half negative).
+    clip_len: T.
+    clip_sampler: see `sample_clip`.
+  """
+  if num_pairs < 2 or num_pairs % 2:
+    raise ValueError(f'config.num_pairs = {num_pairs}: expected an even number >= 2 '
+                     '(half positive and half negative pairs).')
+  num_ids = int(labels.max()) + 1
+  if num_ids < 2:
+    raise ValueError('The pair sampler needs at least 2 training identities for negative pairs.')
+  rng = np.random.default_rng([seed, step])
+  by_label = _tracklets_by_label(labels)
+  tracklets = []
+  for pair in range(num_pairs):
+    if pair % 2 == 0:  # positive
+      own = by_label[rng.integers(num_ids)]
+      cams = np.unique(index.camid[own])
+      if len(cams) >= 2:
+        cam_a, cam_b = rng.choice(cams, size=2, replace=False)
+        tracklets += [rng.choice(own[index.camid[own] == cam_a]),
+                      rng.choice(own[index.camid[own] == cam_b])]
+      else:
+        tracklets += list(rng.choice(own, size=2, replace=len(own) < 2))
+    else:  # negative
+      id_a, id_b = rng.choice(num_ids, size=2, replace=False)
+      tracklets += [rng.choice(by_label[id_a]), rng.choice(by_label[id_b])]
+  tracklets = np.asarray(tracklets, np.int64)
+  frames = np.stack([sample_clip(index.num_frames[t], clip_len, clip_sampler, rng)
+                     for t in tracklets])
+  aug_seeds = rng.integers(0, 2**31 - 1, size=(len(tracklets), 2), dtype=np.int64)
+  return BatchPlan(tracklets, frames, labels[tracklets].astype(np.int32),
+                   aug_seeds.astype(np.int32))

@@ -6,6 +6,12 @@ clips of T = 8 JPEG frames of 256 x 128, from the synthetic dataset's
 `full_size` config (prepared on first use). Beside it, the demand of a
 training step: the clips per second the configured model's jitted train step
 consumes on this machine, measured in the same process.
+
+For CRF (papers/002), the optical flow: Farneback frame pairs per second in
+one thread on grey 64 x 48 (the CRF input) and 256 x 128 frames, and the
+clips per second of CRF's train pipeline (crf_ilids_vid.py's input: T = 16
+consecutive frames resized to 64 x 48, flow computed in tf.data, flip and
+shift, batches of 2 x num_pairs clips) on the same stored data.
 """
 
 import time
@@ -64,11 +70,44 @@ def _train_step_clips_per_sec(config, num_classes: int, clips: int, repeats: int
   return clips * repeats / (time.perf_counter() - start)
 
 
+def _flow_pairs_per_sec(height: int, width: int, seconds: float = 3.0) -> float:
+  """Farneback frame pairs per second (one thread) on two moving textures."""
+  from data_pipelines import optical_flow  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  grey = rng.integers(0, 256, (height + 4, width + 4)).astype(np.uint8)
+  a, b = grey[:height, :width], grey[2:height + 2, 1:width + 1]  # moved by (1, 2)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    optical_flow.pair_flow(a, b)
+    count += 1
+  return count / (time.perf_counter() - start)
+
+
+def _crf_pipeline_clips_per_sec(config, num_batches: int) -> float:
+  from experiments.configs import crf_ilids_vid  # pylint: disable=g-import-not-at-top
+  c = config.copy_and_resolve_references()
+  paper = crf_ilids_vid.get_config()
+  c.height, c.width, c.clip_len = paper.height, paper.width, paper.clip_len
+  c.use_flow, c.train_sampler = True, paper.train_sampler
+  crf_ilids_vid.set_pairs(c, 16)  # 32 clips, as the PK batches above
+  c.augment = paper.augment
+  batches = common.make_data(c).train_batches(0)
+  next(batches)
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    batch = next(batches)
+  seconds = time.perf_counter() - start
+  assert batch['flow'].shape == (32, 16, 64, 48, 2)
+  return num_batches * len(batch['pid']) / seconds
+
+
 def run_pipeline_benchmark(flag_values) -> dict:
   config = pipeline_config(flag_values)
   produced, num_ids = _pipeline_clips_per_sec(config, flag_values.pipeline_batches)
   consumed = _train_step_clips_per_sec(config, num_ids, flag_values.pipeline_step_clips,
                                        flag_values.pipeline_step_repeats)
+  flow_small, flow_large = _flow_pairs_per_sec(64, 48), _flow_pairs_per_sec(256, 128)
+  crf_clips = _crf_pipeline_clips_per_sec(config, flag_values.pipeline_batches)
   rows = [
       ('input', '8 x 256 x 128 JPEG frames per clip, PK batches of 32 clips'),
       ('augmentation', 'flip, pad 2 + crop, colour jitter, random erasing 0.3'),
@@ -77,9 +116,15 @@ def run_pipeline_benchmark(flag_values) -> dict:
                             f'{config.model.backbone}, batch {flag_values.pipeline_step_clips} '
                             f'clips, {jax.device_count()} {jax.devices()[0].platform} device(s))'),
       ('pipeline / demand', f'{produced / consumed:.1f}x'),
+      ('optical flow', f'{flow_small:.0f} frames/s at 64 x 48, {flow_large:.0f} frames/s at '
+                       '256 x 128 (Farneback, grey, 1 thread)'),
+      ('CRF pipeline', f'{crf_clips:.1f} clips/s ({16 * crf_clips:.0f} frames/s): 16 x 64 x 48 '
+                       'frames + flow, pairs of 32 clips, flip + shift 4'),
   ]
   width = max(len(k) for k, _ in rows)
   print('Input pipeline benchmark')
   for k, v in rows:
     print(f'{k.ljust(width)}  {v}')
-  return {'pipeline_clips_per_sec': produced, 'train_step_clips_per_sec': consumed}
+  return {'pipeline_clips_per_sec': produced, 'train_step_clips_per_sec': consumed,
+          'flow_frames_per_sec_64x48': flow_small, 'flow_frames_per_sec_256x128': flow_large,
+          'crf_pipeline_clips_per_sec': crf_clips}

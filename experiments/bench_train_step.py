@@ -22,7 +22,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments.configs import crf_ilids_vid
 from experiments.configs import m3d_mars
+from experiments.configs import mstn_mars
+from experiments.configs import rru_ilids_vid
 from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
 
 # name -> (model_name, model kwargs); 'all' runs TRAIN_STEP_ALL.
@@ -36,6 +39,12 @@ TRAIN_STEP_MODELS = {
     'm3d_ral': ('video_resnet', dict(temporal='m3d', ral='sct')),
     'two_stream': ('two_stream_m3d', dict(temporal='m3d', ral='sct')),
     'trsa': ('trsa', dict(attention=True)),  # TRSA (papers/004): SAM, focal + triplet + Reg
+    # RRU + STIM (papers/001): Inception-v3 at 299 x 299 (the paper) unless sizes are given
+    'rru': ('rru', dict(rru='full', temporal='stim')),
+    # CRF (papers/002): YUV + optical flow at 64 x 48 (McLaughlin) unless sizes are given
+    'crf': ('crf', dict(branches='cnn_rnn')),
+    # MSTN (papers/000): multi-scale ResNet-50 + two CLSTM blocks, mstn_mars.py's widths
+    'mstn': ('mstn', dict(recurrence='clstm')),
 }
 TRAIN_STEP_ALL = ('2d', 'i3d', 'p3d_c', 'm3d')
 # The paper's Table 1 speeds in clips of 8 frames per second.
@@ -68,6 +77,24 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
   if model_name == 'trsa':  # any T (no clip_len); the paper's objective (eq. 5, 9)
     del c.model['clip_len']
     c.losses = ml_collections.ConfigDict({'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0})
+  if model_name == 'rru':  # rru_ilids_vid.py's model (Inception-v3) and objective (eq. 7)
+    paper = rru_ilids_vid.get_config()
+    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model.update(kwargs)
+    if not flag_values['train_step_height'].present:
+      c.height = c.width = paper.height  # 299 x 299
+    c.nesterov, c.pretrained_lr_mult = paper.nesterov, paper.pretrained_lr_mult
+  if model_name == 'crf':  # crf_ilids_vid.py's model, input (flow) and objective (eq. 9)
+    paper = crf_ilids_vid.get_config()
+    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model.update(kwargs)
+    c.use_flow = True
+    if not flag_values['train_step_height'].present:
+      c.height, c.width = paper.height, paper.width  # 64 x 48
+  if model_name == 'mstn':  # mstn_mars.py's model and objective (eq. 5); any T
+    paper = mstn_mars.get_config()
+    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model.update(kwargs)
   c.schedule.decay_steps = (10**9,)
   return c
 
@@ -80,7 +107,8 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   model = loop.build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
   init = lambda rng: state_lib.create_train_state(
-      model, tx, rng, state_lib.sample_input(t, config.height, config.width))
+      model, tx, rng, state_lib.sample_input(t, config.height, config.width,
+                                             flow=config.get('use_flow', False)))
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
   state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
@@ -89,6 +117,9 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   batch = sharding.to_global({
       'frames': rng.integers(0, 256, (clips, t, config.height, config.width, 3), dtype=np.uint8),
       'pid': rng.integers(0, num_classes, clips).astype(np.int32)}, mesh)
+  if config.get('use_flow', False):  # CRF: random optical flow (B, T, H, W, 2), pixels
+    batch['flow'] = sharding.to_global({'flow': rng.normal(
+        size=(clips, t, config.height, config.width, 2)).astype(np.float32)}, mesh)['flow']
   start = time.perf_counter()
   state, metrics = train_step(state, batch)  # compile + one step
   jax.block_until_ready(metrics)
@@ -103,11 +134,12 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
              params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)))
   if flag_values.train_step_forward:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    forward = jax.jit(lambda v, f: model.apply(v, f, train=False)['embedding'])
-    jax.block_until_ready(forward(variables, batch['frames']))
+    forward = jax.jit(lambda v, f: step_lib.apply_model(model.apply, v, f,
+                                                        train=False)['embedding'])
+    jax.block_until_ready(forward(variables, step_lib.model_inputs(batch)))
     start = time.perf_counter()
     for _ in range(flag_values.train_step_repeats):
-      emb = forward(variables, batch['frames'])
+      emb = forward(variables, step_lib.model_inputs(batch))
     jax.block_until_ready(emb)
     fwd = (time.perf_counter() - start) / flag_values.train_step_repeats
     out.update(forward_clips_per_s=clips / fwd)

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from experiments import bench_pipeline
+from experiments import bench_scan_compile
 from experiments import bench_scaling
 from experiments import bench_train_step
 from jaxreid.evaluation import distance
@@ -295,6 +296,7 @@ SUITES: Dict[str, Callable] = {
     'ranking': run_ranking_benchmark,
     'scaling': bench_scaling.run_scaling_benchmark,
     'train_step': bench_train_step.run_train_step_benchmark,
+    'scan_compile': bench_scan_compile.run_scan_compile_benchmark,
 }
 
 

@@ -168,12 +168,97 @@ def _ce_streams_term(outputs, labels, cfg):
   smoothing = cfg.get('label_smoothing', 0.0)
   return sum(cross_entropy(logits, labels, smoothing) for logits in outputs['stream_logits'])
 
+def _aux_ce_term(outputs, labels, cfg):
+  """Softmax CE of every auxiliary classifier in ``outputs['aux_logits']``
+  (a list), summed: MSTN's softmax on the multi-scale feature f1 (Loss_c),
+  Inception-v3's auxiliary classifier (RRU). ``aux_label_smoothing`` (default
+  0) is their label smoothing."""
+  if 'aux_logits' not in outputs:
+    raise ValueError("Loss term 'aux_ce' needs the model's 'aux_logits' output "
+                     '(a list of (B, num_classes) auxiliary classifier scores).')
+  smoothing = cfg.get('aux_label_smoothing', 0.0)
+  return sum(cross_entropy(logits, labels, smoothing) for logits in outputs['aux_logits'])
+
+
+CONTRASTIVE_FORMS = ('squared', 'hinge')
+
+
+def contrastive_loss(features, labels, margin: float = 2.0, form: str = 'squared'):
+  """Siamese loss on consecutive row pairs (CRF eq. 7; Hadsell et al. 2006).
+
+  Rows (2i, 2i + 1) form pair i, positive when their labels agree. With
+  d = ||x_i - x_j||_2: 'squared' (eq. 7) gives d^2 / 2 for a positive pair
+  and max(alpha - d, 0)^2 / 2 for a negative one; 'hinge' is McLaughlin's
+  Torch HingeEmbeddingCriterion (d, and max(0, alpha - d)).
+
+  Args:
+    features: (B, D), B even.
+    labels: (B,) identities.
+    margin: alpha (CRF: 2).
+    form: 'squared' or 'hinge'.
+  Returns:
+    Mean over pairs, a float32 scalar.
+  """
+  if features.shape[0] % 2:
+    raise ValueError(f'The contrastive loss needs pairs of rows (2i, 2i + 1); got a batch of '
+                     f'{features.shape[0]} (use config.batch_sampler = "pairs").')
+  x = features.astype(jnp.float32).reshape(-1, 2, features.shape[-1])  # (pairs, 2, D)
+  same = labels[0::2] == labels[1::2]  # (pairs,)
+  d2 = jnp.sum(jnp.square(x[:, 0] - x[:, 1]), axis=-1)
+  d = jnp.sqrt(jnp.maximum(d2, 1e-12))  # finite gradient at d = 0
+  if form == 'squared':
+    per_pair = jnp.where(same, 0.5 * d2, 0.5 * jnp.square(jax.nn.relu(margin - d)))
+  elif form == 'hinge':
+    per_pair = jnp.where(same, d, jax.nn.relu(margin - d))
+  else:
+    raise ValueError(f'Unknown contrastive_form {form!r}; valid choices: '
+                     f'{", ".join(CONTRASTIVE_FORMS)}.')
+  return jnp.mean(per_pair)
+
+
+def _contrastive_term(outputs, labels, cfg):
+  features = outputs.get('pair_features', outputs['embedding'])
+  return contrastive_loss(features, labels, margin=cfg.get('contrastive_margin', 2.0),
+                          form=cfg.get('contrastive_form', 'squared'))
+
+
+def part_batch_hard_triplet(part_features, labels, margin: float = 0.4,
+                            metric: str = 'euclidean'):
+  """Part-level ranking constraint L_p (RRU paper eq. 10): the batch-hard
+  triplet of each horizontal strip, averaged over the H strips (eq. 10's
+  1/(NKH); the official code's (1/8) sum over its 8 rows).
+
+  Args:
+    part_features: (B, H, D) one feature per strip.
+    labels: (B,) identities.
+    margin: m (the paper: 0.4).
+    metric: 'euclidean' (the paper's D) or 'cosine'.
+  Returns:
+    A float32 scalar.
+  """
+  per_strip = jax.vmap(lambda p: batch_hard_triplet(p, labels, margin, metric),
+                       in_axes=1)(part_features)  # (H,)
+  return jnp.mean(per_strip)
+
+
+def _part_triplet_term(outputs, labels, cfg):
+  if 'part_features' not in outputs:
+    raise ValueError("Loss term 'part_triplet' needs the model's 'part_features' output "
+                     '(B, parts, D) (rru).')
+  return part_batch_hard_triplet(outputs['part_features'], labels,
+                                 margin=cfg.get('part_triplet_margin', 0.4),
+                                 metric=cfg.get('triplet_metric', 'euclidean'))
+
+
 LOSS_TERMS: dict[str, Callable] = {
     'ce': _ce_term,
     'triplet': _triplet_term,
     'ce_streams': _ce_streams_term,
+    'aux_ce': _aux_ce_term,
     'focal': _focal_term,
     'temporal_reg': _temporal_reg_term,
+    'contrastive': _contrastive_term,
+    'part_triplet': _part_triplet_term,
 }
 
 

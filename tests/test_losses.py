@@ -78,5 +78,17 @@ def test_total_loss_weights_terms():
 
 
 def test_unknown_loss_term_names_choices():
-  with pytest.raises(ValueError, match=r"Unknown loss term\(s\) focall .*valid choices: ce, .*triplet"):
+  with pytest.raises(ValueError, match=r"Unknown loss term\(s\) focall .*valid choices: .*ce, .*triplet"):
     losses.check_loss_weights({'focall': 1.0})
+
+
+def test_aux_ce_sums_every_auxiliary_classifier():
+  rng = np.random.default_rng(1)
+  aux = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(2)]
+  labels = np.array([0, 2, 1, 2])
+  got = float(losses.LOSS_TERMS['aux_ce']({'aux_logits': aux}, labels,
+                                          {'aux_label_smoothing': 0.1}))
+  want = sum(_np_cross_entropy(a, labels, 0.1) for a in aux)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  with pytest.raises(ValueError, match="needs the model's 'aux_logits'"):
+    losses.LOSS_TERMS['aux_ce']({'logits': aux[0]}, labels, {})

@@ -6,7 +6,10 @@ whatever its losses need (DESIGN.md section 4).
 """
 
 from jaxreid.models import baselines
+from jaxreid.models import crf
 from jaxreid.models import m3d
+from jaxreid.models import mstn
+from jaxreid.models import rru
 from jaxreid.models import trsa
 
 MODELS = {
@@ -14,6 +17,9 @@ MODELS = {
     'video_resnet': m3d.VideoResNet,  # 2D / M3D / I3D / P3D-A/B/C by `temporal`, RAL by `ral`
     'two_stream_m3d': m3d.TwoStreamM3D,
     'trsa': trsa.TRSA,
+    'crf': crf.CRF,  # CNN + RNN fusion (papers/002); needs config.use_flow unless model.use_flow=False
+    'mstn': mstn.MSTN,  # multi-scale ResNet + CLSTM; Table 1 rows by `recurrence`
+    'rru': rru.RRUNet,  # RRU + STIM; Table 1 rows by `rru` and `temporal`
 }
 
 

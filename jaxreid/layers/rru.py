@@ -1,0 +1,222 @@
+"""Refining Recurrent Unit (RRU; Liu, Yuan, Zhou, Li, AAAI 2019, eq. 1-5).
+
+For every frame t the RRU refines the raw feature map X_t with the refined map
+of the previous frame:
+
+  Z_i = [X_t - S_{t-1}, X_t - X_{t-1}]                     (eq. 1's input)
+  Z_t = ReLU(BN(conv1x1(Z_i)))          transition layer, 256 channels
+  Z_s = W_s^2 ReLU(W_s^1 mean_c(Z_t))   spatial attention, (H, W)   (eq. 2)
+  Z_c = W_c mean_hw(Z_t)                channel attention, (C,)     (eq. 3)
+  Z   = sigmoid(Z_s * Z_c)              update gate, (H, W, C)      (eq. 4)
+  S_t = (1 - Z) S_{t-1} + Z X_t                                      (eq. 5)
+
+with S_0 = X_0 (the paper's "X_0 and S_0 are initialized with X_1"; with it
+the first gate input is all zeros and the first output is X_0 itself, which
+is what we return without computing that gate).
+
+``RRUCell`` is one step; ``RRU`` scans it over time with ``nn.scan``, its
+parameters broadcast (one set for every step, DESIGN.md section 4). The
+motion term X_t - X_{t-1} does not depend on the recurrence, so it is computed
+for all t in one batched pass before the scan.
+
+BatchNorm in the recurrence (the transition layer's BN). Its input at step t
+depends on S_{t-1}, so it cannot be batched over time, and DESIGN.md keeps
+BatchNorm variables out of scanned cells. ``TimeSharedBatchNorm`` therefore
+owns the variables outside the scan (one scale and bias, one running mean and
+variance for every time step) and hands them to the cell as broadcast
+arguments:
+  * train: step t normalizes with the batch statistics of its own gate input
+    (the only causal choice; it is also what the official code computes, one
+    ``nn.BatchNorm2d`` called at every step); the cell returns each step's
+    mean and mean square, and after the scan the running statistics are
+    updated ONCE with the statistics over all time steps' gate inputs
+    (steps 1..T-1 pooled: equal counts, so pooling the moments is exact);
+  * eval: every step normalizes with the running statistics.
+So there is one set of statistics, independent of T (evaluation may use any
+clip length), and its update is the plain BatchNorm update on the (B, T-1, H,
+W) gate inputs. The official code instead updates its running averages T
+times per clip, including once on the all-zero gate input of t = 0.
+
+Table 1's variants: ``gate_branches`` 's' (RRU(s): Z = sigmoid(Z_s), broadcast
+over channels), 'c' (RRU(c): Z = sigmoid(Z_c), broadcast over positions) or
+'sc' (both, eq. 4); ``gate_input`` 'ad' (RRU(ad): [X_t - S_{t-1}] only), 'od'
+(RRU(od): [X_t, S_{t-1}]) or 'full' (eq. 1).
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+GATE_BRANCHES = ('sc', 's', 'c')
+GATE_INPUTS = ('full', 'ad', 'od')
+
+
+def check_options(gate_branches: str, gate_input: str) -> None:
+  """Clear errors for unknown gate options."""
+  if gate_branches not in GATE_BRANCHES:
+    raise ValueError(f'Unknown RRU gate_branches {gate_branches!r}; valid choices: '
+                     f'{", ".join(GATE_BRANCHES)} (sc: eq. 4, s: RRU(s), c: RRU(c)).')
+  if gate_input not in GATE_INPUTS:
+    raise ValueError(f'Unknown RRU gate_input {gate_input!r}; valid choices: '
+                     f'{", ".join(GATE_INPUTS)} (full: eq. 1, ad: RRU(ad), od: RRU(od)).')
+
+
+class TimeSharedBatchNorm(nn.Module):
+  """The transition layer's BatchNorm variables, shared by every time step.
+
+  Called without arguments it returns {'scale', 'bias', 'mean', 'var'} for the
+  cell (which applies them with its ``bn_epsilon``); called with ``moments`` =
+  (mean, mean of squares), each (S, F) for S scanned steps, it updates the
+  running statistics once with the statistics of all S steps together (Flax's
+  BatchNorm update: biased variance, ``ra = momentum * ra + (1 - momentum) *
+  batch``).
+
+  Attributes:
+    features: channels F.
+    momentum: running-average decay (0.9 = PyTorch's momentum 0.1).
+  """
+  features: int
+  momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, moments=None):
+    scale = self.param('scale', nn.initializers.ones, (self.features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (self.features,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (self.features,), jnp.float32)
+    if moments is not None and not self.is_initializing():
+      step_mean, step_meansq = moments  # (S, F) each
+      mean = jnp.mean(step_mean, axis=0)  # (F,), over all steps' gate inputs
+      var = jnp.maximum(jnp.mean(step_meansq, axis=0) - jnp.square(mean), 0.0)
+      ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
+    return {'scale': scale, 'bias': bias, 'mean': ra_mean.value, 'var': ra_var.value}
+
+
+class RRUCell(nn.Module):
+  """One RRU step (eq. 1-5): (S_{t-1}, inputs_t, norm) -> (S_t, (S_t, moments)).
+
+  Attributes:
+    transition_features: channels of the transition layer (256).
+    spatial_hidden: width of the spatial branch's first FC layer (128).
+    gate_branches: 'sc' (eq. 4), 's' (RRU(s)) or 'c' (RRU(c)).
+    gate_input: 'full' (eq. 1), 'ad' (RRU(ad)) or 'od' (RRU(od)).
+    train: normalize with this step's batch statistics and return them.
+    bn_epsilon: the transition BN's epsilon (1e-3: the official BasicConv2d).
+    dtype: computation dtype of the convolution and FC layers; the BN, the
+      gate and the update (eq. 5) are float32.
+  """
+  transition_features: int = 256
+  spatial_hidden: int = 128
+  gate_branches: str = 'sc'
+  gate_input: str = 'full'
+  train: bool = False
+  bn_epsilon: float = 1e-3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, s_prev, inputs, norm):
+    """Args:
+      s_prev: S_{t-1} (B, H, W, C) float32.
+      inputs: {'x': X_t (B, H, W, C), 'motion': X_t - X_{t-1}} ('motion' only
+        for gate_input 'full').
+      norm: ``TimeSharedBatchNorm``'s dict.
+    Returns:
+      S_t and (S_t, moments): moments = (mean, mean square) over (B, H, W) of
+      the transition conv's output (F,) each in train mode, else None.
+    """
+    check_options(self.gate_branches, self.gate_input)
+    x = inputs['x']  # (B, H, W, C)
+    batch, height, width, channels = x.shape
+    if self.gate_input == 'full':  # eq. 1: appearance difference, motion
+      z_i = jnp.concatenate([x - s_prev, inputs['motion']], axis=-1)  # (B, H, W, 2C)
+    elif self.gate_input == 'ad':
+      z_i = x - s_prev  # (B, H, W, C)
+    else:  # 'od': the raw pair, no explicit differences
+      z_i = jnp.concatenate([x, s_prev], axis=-1)  # (B, H, W, 2C)
+    # Transition layer: 1x1 conv (no bias: BN follows) + BN + ReLU.
+    u = nn.Conv(self.transition_features, (1, 1), use_bias=False, dtype=self.dtype,
+                name='transition_conv')(z_i.astype(self.dtype)).astype(jnp.float32)
+    if self.train:
+      mean = jnp.mean(u, axis=(0, 1, 2))  # (F,), this step's batch statistics
+      meansq = jnp.mean(jnp.square(u), axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(u - mean), axis=(0, 1, 2))
+      moments = (mean, meansq)
+    else:
+      mean, var, moments = norm['mean'], norm['var'], None
+    z_t = (u - mean) * (norm['scale'] / jnp.sqrt(var + self.bn_epsilon)) + norm['bias']
+    z_t = nn.relu(z_t)  # (B, H, W, F), Z_t
+    logit = jnp.ones((), jnp.float32)
+    if 's' in self.gate_branches:  # eq. 2: cross-channel mean, FC(HW -> 128), ReLU, FC(128 -> HW)
+      pooled = jnp.mean(z_t, axis=-1).reshape(batch, height * width)  # (B, HW)
+      z_s = nn.Dense(self.spatial_hidden, use_bias=False, dtype=self.dtype,
+                     name='spatial_fc1')(pooled.astype(self.dtype))
+      z_s = nn.Dense(height * width, use_bias=False, dtype=self.dtype,
+                     name='spatial_fc2')(nn.relu(z_s))  # (B, HW)
+      logit = logit * z_s.astype(jnp.float32).reshape(batch, height, width, 1)
+    if 'c' in self.gate_branches:  # eq. 3: spatial mean, FC(256 -> C)
+      z_c = nn.Dense(channels, use_bias=False, dtype=self.dtype,
+                     name='channel_fc')(jnp.mean(z_t, axis=(1, 2)).astype(self.dtype))  # (B, C)
+      logit = logit * z_c.astype(jnp.float32).reshape(batch, 1, 1, channels)
+    z = nn.sigmoid(logit)  # eq. 4: (B, H, W, C) after broadcasting
+    s_t = (1.0 - z) * s_prev + z * x  # eq. 5
+    return s_t, (s_t, moments)
+
+
+class RRU(nn.Module):
+  """The RRU over a clip: X (B, T, H, W, C) -> S (B, T, H, W, C).
+
+  Attributes are ``RRUCell``'s, plus ``bn_momentum`` / ``bn_epsilon`` of the
+  transition layer's time-shared BatchNorm.
+  """
+  transition_features: int = 256
+  spatial_hidden: int = 128
+  gate_branches: str = 'sc'
+  gate_input: str = 'full'
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):  # (B, T, H, W, C)
+    check_options(self.gate_branches, self.gate_input)
+    x = x.astype(jnp.float32)
+    bn = TimeSharedBatchNorm(self.transition_features, momentum=self.bn_momentum,
+                             name='transition_bn')
+    norm = bn()
+    cell_args = dict(transition_features=self.transition_features,
+                     spatial_hidden=self.spatial_hidden, gate_branches=self.gate_branches,
+                     gate_input=self.gate_input, train=train, bn_epsilon=self.bn_epsilon,
+                     dtype=self.dtype)
+    x_tm = jnp.moveaxis(x, 1, 0)  # (T, B, H, W, C), time-major for the scan
+    s_0 = x_tm[0]  # S_0 = X_0
+    if x_tm.shape[0] == 1:
+      if self.is_initializing():  # create the cell's parameters all the same
+        RRUCell(**cell_args, name='cell')(s_0, _step_inputs(x_tm, self.gate_input, 0), norm)
+      return x
+    scan = nn.scan(RRUCell, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=(0, nn.broadcast), out_axes=0)
+    _, (s_rest, moments) = scan(**cell_args, name='cell')(
+        s_0, _step_inputs(x_tm, self.gate_input), norm)
+    if train:
+      bn(moments)  # one update with the statistics of steps 1..T-1 together
+    s = jnp.concatenate([s_0[None], s_rest], axis=0)  # (T, B, H, W, C)
+    return jnp.moveaxis(s, 0, 1)  # (B, T, H, W, C)
+
+
+def _step_inputs(x_tm, gate_input: str, only_step: Optional[int] = None):
+  """The scanned inputs of steps 1..T-1: X_t and, for the 'full' gate, the
+  motion X_t - X_{t-1}, computed for all t in one batched pass. With
+  `only_step`, the inputs of that single step (zero motion at t = 0)."""
+  if only_step is not None:
+    x = x_tm[only_step]  # (B, H, W, C)
+    prev = x_tm[only_step - 1] if only_step else x
+    inputs = {'x': x}
+    if gate_input == 'full':
+      inputs['motion'] = x - prev
+    return inputs
+  inputs = {'x': x_tm[1:]}  # (T-1, B, H, W, C)
+  if gate_input == 'full':
+    inputs['motion'] = x_tm[1:] - x_tm[:-1]  # (T-1, B, H, W, C)
+  return inputs

@@ -58,6 +58,8 @@ flags.DEFINE_integer('train_step_repeats', 3, 'train_step suite: timed steps aft
 flags.DEFINE_integer('train_step_frames', 8, 'train_step suite: T.')
 flags.DEFINE_integer('train_step_height', 256, 'train_step suite: frame height.')
 flags.DEFINE_integer('train_step_width', 128, 'train_step suite: frame width.')
+flags.DEFINE_enum('train_step_dtype', 'float32', ['float32', 'bfloat16'],
+                  'train_step suite: compute dtype (config.dtype).')
 flags.DEFINE_boolean('train_step_forward', False, 'train_step suite: also time the eval '
                      'forward pass (embedding only).')
 
@@ -96,7 +98,18 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
     c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
     c.model.update(kwargs)
   c.schedule.decay_steps = (10**9,)
+  c.dtype = flag_values.train_step_dtype
   return c
+
+
+def step_flops(jitted_step, *args) -> float:
+  """FLOPs of one call of `jitted_step` from XLA's cost analysis of its
+  lowered (pre-optimization) program: forward, backward and update, summed
+  over devices. NaN where the backend does not report them."""
+  analysis = jitted_step.lower(*args).cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
 
 
 def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str, float]:
@@ -120,6 +133,7 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   if config.get('use_flow', False):  # CRF: random optical flow (B, T, H, W, 2), pixels
     batch['flow'] = sharding.to_global({'flow': rng.normal(
         size=(clips, t, config.height, config.width, 2)).astype(np.float32)}, mesh)['flow']
+  flops = step_flops(train_step, state, batch)  # before the state is donated
   start = time.perf_counter()
   state, metrics = train_step(state, batch)  # compile + one step
   jax.block_until_ready(metrics)
@@ -131,7 +145,10 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   seconds = (time.perf_counter() - start) / flag_values.train_step_repeats
   out = dict(first_call_s=first, step_s=seconds, steps_per_s=1 / seconds,
              clips_per_s=clips / seconds,
-             params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)))
+             params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
+             gflop_per_step=flops / 1e9, achieved_gflop_per_s=flops / seconds / 1e9,
+             input=f'{clips} x {t} x {config.height} x {config.width}',
+             objective=' + '.join(config.losses))
   if flag_values.train_step_forward:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     forward = jax.jit(lambda v, f: step_lib.apply_model(model.apply, v, f,
@@ -162,18 +179,21 @@ def run_train_step_benchmark(flag_values) -> Dict[str, Dict[str, float]]:
           f'{r["clips_per_s"]:.3f} clips/s', flush=True)
   base = results['2d']
   backend = f'{jax.default_backend()} ({jax.devices()[0].device_kind}, {len(jax.devices())} dev.)'
-  print(f'\nTrain step, ResNet-50 networks, {flag_values.train_step_clips} clips x '
-        f'{flag_values.train_step_frames} x {flag_values.train_step_height} x '
-        f'{flag_values.train_step_width}, SGD + CE, float32, {backend}')
-  header = ('| network | parameters | compile + 1st step s | steps/s | clips/s | ratio to 2D |'
+  print(f'\nTrain step (each network with its objective, SGD), '
+        f'{flag_values.train_step_dtype}, {backend}')
+  header = ('| network | input (clips x T x H x W) | objective | parameters | '
+            'compile + 1st step s | steps/s | clips/s | ratio to 2D | GFLOP/step | '
+            'achieved GFLOP/s |'
             + (' forward clips/s | forward ratio |' if flag_values.train_step_forward else '')
             + ' paper clips/s | paper ratio |')
   print(header)
   print('|' + '---|' * (header.count('|') - 1))
   for n, r in results.items():
     paper = PAPER_CLIPS_PER_SEC.get(n)
-    row = (f'| {n} | {r["params"]:,} | {r["first_call_s"]:.1f} | {r["steps_per_s"]:.3f} | '
-           f'{r["clips_per_s"]:.3f} | {r["clips_per_s"] / base["clips_per_s"]:.3f} |')
+    row = (f'| {n} | {r["input"]} | {r["objective"]} | {r["params"]:,} | '
+           f'{r["first_call_s"]:.1f} | {r["steps_per_s"]:.3f} | '
+           f'{r["clips_per_s"]:.3f} | {r["clips_per_s"] / base["clips_per_s"]:.3f} | '
+           f'{r["gflop_per_step"]:.1f} | {r["achieved_gflop_per_s"]:.1f} |')
     if flag_values.train_step_forward:
       row += (f' {r["forward_clips_per_s"]:.3f} | '
               f'{r["forward_clips_per_s"] / base["forward_clips_per_s"]:.3f} |')

@@ -155,6 +155,17 @@ def test_full_size_shapes_and_parameter_count():
   assert _count(p) == expected == 65_157_922
 
 
+def test_shapes_at_299_by_299():
+  """A 299 x 299 clip (the RRU paper's input): C4 is 19 x 19, C2 / C3 / C5 are
+  resized onto it; the named outputs keep their widths."""
+  model = get_model('mstn', num_classes=10)
+  frames = jnp.zeros((1, 8, 299, 299, 3), jnp.uint8)
+  out = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), frames))[0]
+  assert jax.tree.map(lambda x: x.shape, out) == {
+      'f1_features': (1, 1024), 'aux_logits': [(1, 10)], 'temporal_features': (1, 512),
+      'triplet_features': (1, 1536), 'embedding': (1, 1536), 'logits': (1, 10)}
+
+
 # --- objective, variants, any T --------------------------------------------------------
 
 

@@ -20,8 +20,9 @@ import jax
 import numpy as np
 
 from experiments import common
+from experiments import bench_setup
 from experiments.configs import synthetic_baseline
-from jaxreid.training import loop, sharding, state as state_lib, step as step_lib, optim
+from jaxreid.training import sharding
 
 
 def pipeline_config(flag_values):
@@ -49,14 +50,7 @@ def _pipeline_clips_per_sec(config, num_batches: int):
 def _train_step_clips_per_sec(config, num_classes: int, clips: int, repeats: int):
   mesh = sharding.make_mesh()
   config.num_identities, config.num_instances = clips // 2, 2
-  model = loop.build_model(config, num_classes)
-  tx, schedule = optim.make_optimizer(config)
-  init = lambda rng: state_lib.create_train_state(
-      model, tx, rng, state_lib.sample_input(config.clip_len, config.height, config.width))
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
-  train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
+  _, state, train_step = bench_setup.init_train_step(config, mesh, config.clip_len, num_classes)
   rng = np.random.default_rng(0)
   batch = sharding.to_global({
       'frames': rng.integers(0, 256, (clips, 8, 256, 128, 3), dtype=np.uint8),

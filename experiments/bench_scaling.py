@@ -19,8 +19,9 @@ from absl import flags
 import jax
 import numpy as np
 
+from experiments import bench_setup
 from experiments.configs import synthetic_baseline
-from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
+from jaxreid.training import sharding
 
 flags.DEFINE_integer('scaling_clips', 16, 'scaling suite: global batch (clips per step).')
 flags.DEFINE_string('scaling_devices', '1,2,4,8', 'scaling suite: device counts.')
@@ -31,14 +32,7 @@ def time_step_on_devices(config, num_devices: int, clips: int, repeats: int,
                          num_classes: int = 64) -> Dict[str, float]:
   """Compile + first step seconds, and steps/s, on the first `num_devices` devices."""
   mesh = sharding.make_mesh(jax.devices()[:num_devices])
-  model = loop.build_model(config, num_classes)
-  tx, schedule = optim.make_optimizer(config)
-  sample = state_lib.sample_input(config.clip_len, config.height, config.width)
-  init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
-  train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
+  _, state, train_step = bench_setup.init_train_step(config, mesh, config.clip_len, num_classes)
   rng = np.random.default_rng(0)
   batch = sharding.to_global({
       'frames': rng.integers(0, 256, (clips, config.clip_len, config.height, config.width, 3),

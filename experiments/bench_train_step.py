@@ -22,11 +22,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments import bench_setup
 from experiments.configs import crf_ilids_vid
 from experiments.configs import m3d_mars
 from experiments.configs import mstn_mars
 from experiments.configs import rru_ilids_vid
-from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
+from jaxreid.training import sharding, step as step_lib
 
 # name -> (model_name, model kwargs); 'all' runs TRAIN_STEP_ALL.
 TRAIN_STEP_MODELS = {
@@ -117,15 +118,7 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   config = _config(name, flag_values)
   clips, t = flag_values.train_step_clips, flag_values.train_step_frames
   mesh = sharding.make_mesh()
-  model = loop.build_model(config, num_classes)
-  tx, schedule = optim.make_optimizer(config)
-  init = lambda rng: state_lib.create_train_state(
-      model, tx, rng, state_lib.sample_input(t, config.height, config.width,
-                                             flow=config.get('use_flow', False)))
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
-  train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
+  model, state, train_step = bench_setup.init_train_step(config, mesh, t, num_classes)
   rng = np.random.default_rng(0)
   batch = sharding.to_global({
       'frames': rng.integers(0, 256, (clips, t, config.height, config.width, 3), dtype=np.uint8),

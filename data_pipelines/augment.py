@@ -1,6 +1,7 @@
 """Clip-consistent augmentation in TensorFlow: one random draw per clip, applied
 to every frame, so motion between frames is not destroyed (torchreid flips
-frames independently; notes/reidlibs.md b.2).
+frames independently: ``VideoDataset.__getitem__`` in
+torchreid/data/datasets/dataset.py, KaiyangZhou/deep-person-reid).
 
 All randomness is stateless and seeded by the batch plan, so augmentation is a
 pure function of (seed, step) like the rest of the batch. Frames stay uint8;

@@ -2,18 +2,19 @@
 search: ``ROOT/<tracklet>/<frames>`` or a single tracklet folder ``ROOT/<frames>``.
 
 Frames are ordered by the last number in their file name (``img_9`` before
-``img_10``), then by name. Every frame is checked when the folder is listed, so
-an unreadable file is reported by name before any work is spent.
+``img_10``), then by name. Every frame is decoded once when the folder is
+listed, with the decoder the pipelines use (``decoding.py``), so a file that
+would fail later (truncated, corrupt, or a format TensorFlow does not read, such
+as a TIFF named ``.png``, which PIL opens) is reported by name before any work
+is spent.
 """
 
-import io
 import os
 import re
 
 import numpy as np
-from PIL import Image
 
-from data_pipelines import pipeline
+from data_pipelines import decoding, pipeline
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -53,13 +54,17 @@ def list_tracklets(root: str) -> list:
 
 
 def _read_checked(path: str) -> bytes:
-  with open(path, 'rb') as f:
-    data = f.read()
+  """The file's bytes, after decoding it once as the pipeline will (ValueError if it fails)."""
   try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # a full decode: catches truncated files, not only bad headers
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{path}: unreadable image ({e}); replace or remove the file.') from e
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise ValueError(f'{path}: unreadable file ({e.strerror}); replace or remove it.') from None
+  reason = decoding.decode_error(data)
+  if reason is not None:
+    raise ValueError(f'{path}: unreadable image ({reason}); expected a JPEG, PNG, BMP or GIF '
+                     'file that TensorFlow decodes (the decoder the model input goes through): '
+                     'convert, replace or remove the file.')
   return data
 
 

@@ -1,9 +1,10 @@
-"""Dense optical flow of clips, for CRF's motion channels (papers/002 section 2.1).
+"""Dense optical flow of clips, for CRF's motion channels ([CRF] section 2.1;
+keys in docs/references.md).
 
 CRF takes McLaughlin et al.'s input: colour frames plus two optical-flow
 channels. McLaughlin computed them offline with MATLAB's
-``vision.OpticalFlow('Lucas-Kanade')`` on grey frames
-(shared/notes/seedcode.md section 3). MATLAB is not available here and
+``vision.OpticalFlow('Lucas-Kanade')`` on grey frames (computeOpticalFlow.m in
+niallmcl/Recurrent-Convolutional-Video-ReID). MATLAB is not available here and
 OpenCV has no dense Lucas-Kanade (``calcOpticalFlowPyrLK`` tracks sparse
 points) and, in opencv-python-headless, no TV-L1 (that lives in the contrib
 ``optflow`` module). We use Farneback's dense method

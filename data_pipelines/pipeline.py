@@ -9,7 +9,7 @@ Every builder stores the same features (see ``datasets.py``): 'frames' (a
 sequence of encoded images), 'pid', 'camid', 'tracklet', 'num_frames'; extra
 per-tracklet flags (e.g. the synthetic 'gait_twin') become query subsets.
 
-Batches are dicts of numpy arrays (DESIGN.md section 3):
+Batches are dicts of numpy arrays (docs/design.md, "Data contract"):
   train: frames (B, T, H, W, 3) uint8, pid (B,) int32 labels 0..num_ids-1,
          camid (B,), tracklet (B,);
   eval:  frames, pid, camid, tracklet, mask (B,) bool (False on padding rows).
@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import augment, datasets, optical_flow, sampling
+from data_pipelines import augment, datasets, decoding, optical_flow, sampling
 
 # Features stored by every builder; anything else boolean is a query subset.
 _CORE_FEATURES = ('frames', 'pid', 'camid', 'tracklet', 'num_frames')
@@ -71,12 +71,10 @@ def _frame_bytes(source, position: int, frame_indices) -> list:
   return [values[int(i)] for i in frame_indices]
 
 
-def _decode_image(encoded):
-  """JPEG with the accurate IDCT (bit-identical to PIL/libjpeg), else PNG/BMP/GIF."""
-  return tf.cond(
-      tf.io.is_jpeg(encoded),
-      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
-      lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+# JPEG with the accurate IDCT, else PNG/BMP/GIF: the decoder that preparation and
+# the folder reader check every frame with (decoding.py), so what passed those
+# checks decodes here.
+_decode_image = decoding.decode_image
 
 
 def _decode_clip(encoded, height: int, width: int):
@@ -126,7 +124,9 @@ class ReIDData:
     self.config = config
     self.process_index, self.process_count = process_index, process_count
     self.builder = datasets.prepare(config.dataset, config.dataset_config,
-                                    data_dir=config.data_dir, manual_dir=config.manual_dir)
+                                    data_dir=config.data_dir, manual_dir=config.manual_dir,
+                                    # One rebuild per run (process 0), not one per process.
+                                    reprepare=config.get('reprepare', False) and process_index == 0)
     self._sources, self.index = {}, {}
     for split in ('train', 'query', 'gallery'):
       self._sources[split] = self.builder.as_data_source(
@@ -211,6 +211,9 @@ class ReIDData:
                  tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
                  tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int32))
 
+    # Plain TF ops, no Python control flow on tensors: AutoGraph has nothing to
+    # convert (and warns it cannot, since the enclosing method is a generator).
+    @tf.autograph.experimental.do_not_convert
     def decode_and_augment(encoded, label, camid, tracklet, seed):
       if use_flow:
         frames, flow = _decode_clip_and_flow(*encoded, c.height, c.width)

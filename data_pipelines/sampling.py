@@ -1,7 +1,7 @@
 """Which tracklets and frames make up each batch: pure NumPy, no TensorFlow.
 
-The train batch of step `s` is a pure function of (seed, s) (DESIGN.md
-section 3): every process computes the same global plan and keeps its own rows,
+The train batch of step `s` is a pure function of (seed, s) (docs/design.md,
+"Data contract"): every process computes the same global plan and keeps its own rows,
 so a resumed run, or a run on a different number of processes, sees exactly
 the same global batches.
 """
@@ -73,7 +73,8 @@ def sample_clip(num_frames: int, clip_len: int, method: str, rng: np.random.Gene
 
 
 def evenly_spaced(num_frames: int, clip_len: int):
-  """torchreid's 'evenly' indices (notes/reidlibs.md b.2)."""
+  """torchreid's 'evenly' indices (``VideoDataset.__getitem__`` in
+  torchreid/data/datasets/dataset.py, KaiyangZhou/deep-person-reid)."""
   n, t = int(num_frames), int(clip_len)
   if n >= t:
     step = (n - n % t) // t
@@ -182,7 +183,7 @@ BATCH_SAMPLERS = ('pk', 'pairs')
 
 def plan_pair_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int,
                     num_pairs: int, clip_len: int, clip_sampler: str) -> BatchPlan:
-  """The global batch of `step` as siamese pairs (CRF, papers/002 section 2.6).
+  """The global batch of `step` as siamese pairs ([CRF] section 2.6, docs/references.md).
 
   Rows (2i, 2i + 1) form pair i. Even pairs are positive, odd pairs negative,
   so every batch holds as many of each (the paper: "the equal number of

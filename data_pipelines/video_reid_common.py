@@ -29,21 +29,37 @@ helpers here:
   standard train/test split (iLIDS-VID, PRID-2011).
 * ``read_frame(path, encoding_format)``: the file's bytes, after a cheap
   integrity check (JPEG SOI/EOI markers, PNG signature, IHDR and IEND chunks).
-* ``generate_examples(tracklets, root, encoding_format)``: the
+* ``generate_examples(tracklets, root, encoding_format, split=...)``: the
   ``_generate_examples`` body: yields ``(tracklet_index, example)`` in order,
-  reading frames in a few threads.
+  reading and decoding frames in a few threads.
 * ``split_stats(tracklets)``: ids / tracklets / frames / cameras of a split.
+* ``source_record(manual_dir, paths)`` / ``fingerprint(paths)``: what a prepared
+  copy was built from (stored as the ``'source'`` metadata entry; ``datasets.prepare``
+  compares it with the release before reusing the copy).
 
 Original bytes: TFDS's ``Image`` feature stores ``bytes`` (and the content of a
 path) as given and only encodes NumPy arrays and PIL images, so passing the
 file's bytes keeps the release's JPEG/PNG bit-exact (no decode/re-encode loss);
 the builders' tests check this.
 
-Integrity: decoding every frame at prepare time would cost minutes to hours on
-MARS (1.2M frames) and LS-VID (3M), so only the markers are checked: a JPEG must
-start with FF D8 and end with FF D9 (trailing NUL/whitespace padding allowed), a
-PNG must start with its signature and IHDR chunk and end with the IEND chunk. This catches
-empty and truncated files (interrupted extraction or copy), the common damage.
+Integrity, in two steps. First the markers: a JPEG must start with FF D8 and end
+with FF D9 (trailing NUL/whitespace padding allowed), a PNG must start with its
+signature and IHDR chunk and end with the IEND chunk; this catches empty and
+truncated files (interrupted extraction or copy), the common damage, with a
+message that says so. Then every frame is decoded once with the decoder the
+pipelines use (``decoding.decode_error``): a file whose start and end are intact
+but whose body is corrupt fails here, naming its path and tracklet, instead of
+being stored and crashing training when it is first sampled. The decode costs
+about 0.2 ms (64 x 32) to 0.6 ms (256 x 128) of CPU per frame, i.e. 15-20 and
+43-58 core-seconds per 100k frames: about 10 core-minutes for MARS (1.2M frames),
+shared by the reader threads (measured in docs/design.md, "Faults").
+
+Provenance: a builder stores ``source_record(manual_dir, paths)`` in its metadata
+(``metadata.json``, written with the data and renamed into place with it): the
+absolute manual_dir and a cheap fingerprint (file count, total size, newest
+modification time) of the release files and folders it read. ``datasets.prepare``
+recomputes the fingerprint and refuses to reuse a copy whose manual_dir or
+release changed (``reprepare=True`` rebuilds it).
 """
 
 from __future__ import annotations
@@ -51,6 +67,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import datetime
 import os
 import pathlib
 import re
@@ -58,6 +75,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from data_pipelines import decoding
 
 SPLITS = ('train', 'query', 'gallery')
 
@@ -373,21 +392,53 @@ def _ordered_map(fn, items: Sequence, workers: int) -> Iterator:
       yield pending.popleft().result()
 
 
+def check_decodes(data: bytes, path, encoding_format: str, where: str) -> None:
+  """Raises ReleaseError unless ``data`` decodes with the pipelines' decoder.
+
+  ``where`` says which frame of which tracklet it is, for the message.
+  """
+  reason = decoding.decode_error(data)
+  if reason is None:
+    return
+  raise release_error(
+      path, f'a {encoding_format.upper()} frame that decodes (with the TensorFlow decoder '
+      'training reads frames with)',
+      f'Decoding it failed ({reason}); it is {where}. Its start and end markers are intact, so '
+      'the body of the file is corrupt (a damaged copy or download). Extract that file again '
+      'from the release archive (re-download the archive if that fails), then prepare again.')
+
+
 def generate_examples(tracklets: Sequence[Tracklet], root, encoding_format: str = 'jpeg',
-                      workers: int | None = None) -> Iterator[tuple[int, dict]]:
+                      workers: int | None = None, split: str = '') -> Iterator[tuple[int, dict]]:
   """``(i, example)`` for each tracklet, i = position in ``tracklets``; frames read from ``root``.
 
-  The frames are the files' original bytes (TFDS stores ``bytes`` unchanged), checked
-  with ``check_image_bytes``. Reads run in threads (file I/O releases the GIL); set
+  The frames are the files' original bytes (TFDS stores ``bytes`` unchanged),
+  checked with ``check_image_bytes`` and then decoded once with the pipelines'
+  decoder (``check_decodes``), so nothing is stored that training could not
+  decode. ``split`` names the split in messages. Reads and decodes run in
+  threads (file I/O and TensorFlow's decoder release the GIL); set
   ``JAXREID_PREPARE_WORKERS`` to change their number (default min(4, CPUs)).
+
+  Raises:
+    ReleaseError: a missing, truncated or undecodable frame, naming its path and
+      its tracklet (position in the split, person, camera).
   """
   root = pathlib.Path(root)
+  split_name = f'split {split!r}' if split else 'its split'
 
-  def read(tracklet: Tracklet) -> list[bytes]:
-    return [read_frame(root / f, encoding_format) for f in tracklet.frames]
+  def read(item: tuple[int, Tracklet]) -> list[bytes]:
+    i, tracklet = item
+    frames = []
+    for k, f in enumerate(tracklet.frames):
+      data = read_frame(root / f, encoding_format)
+      check_decodes(data, root / f, encoding_format,
+                    f'frame {k + 1} of {len(tracklet.frames)} of tracklet {i} of {split_name} '
+                    f'(person {tracklet.pid}, camera {tracklet.camid + 1})')
+      frames.append(data)
+    return frames
 
   for i, (tracklet, frames) in enumerate(
-      zip(tracklets, _ordered_map(read, tracklets, workers or _num_workers()))):
+      zip(tracklets, _ordered_map(read, list(enumerate(tracklets)), workers or _num_workers()))):
     yield i, {
         'frames': frames,
         'pid': np.int32(tracklet.pid),
@@ -405,3 +456,76 @@ def split_stats(tracklets: Sequence[Tracklet]) -> dict:
       'frames': sum(len(t.frames) for t in tracklets),
       'cameras': len({t.camid for t in tracklets}),
   }
+
+
+
+# --- provenance: what a prepared copy was built from -------------------------------------------
+
+SOURCE_KEY = 'source'  # the metadata entry holding ``source_record``
+
+
+def fingerprint(paths: Iterable) -> dict:
+  """A cheap fingerprint of the release files a builder read.
+
+  Every non-hidden regular file under the folders in ``paths`` (walked, hidden
+  folders skipped) and every file in ``paths`` counts; a missing path counts
+  nothing. No file is opened: one ``stat`` per file.
+
+  Returns:
+    {'files': count, 'bytes': total size, 'newest_mtime_ns': the newest
+    modification time (0 if no file)}.
+  """
+  files = size = newest = 0
+  pending = []
+  for path in paths:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      pending.append(path)
+    elif os.path.isfile(path):
+      st = os.stat(path)
+      files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+  while pending:  # os.scandir: the entry type comes with the listing, one stat per file
+    try:
+      entries = list(os.scandir(pending.pop()))
+    except OSError:  # unreadable folder: counts nothing (a change shows in the totals)
+      continue
+    for entry in entries:
+      if entry.name.startswith('.'):  # .DS_Store, ._0001.png, .git: no builder reads them
+        continue
+      try:
+        if entry.is_dir():
+          pending.append(entry.path)
+        elif entry.is_file():
+          st = entry.stat()
+          files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+      except OSError:  # a dangling link or a file removed meanwhile
+        continue
+  return {'files': files, 'bytes': size, 'newest_mtime_ns': newest}
+
+
+def describe_fingerprint(fp: dict) -> str:
+  """'41 files, 329,402 bytes, newest modified 2026-12-01 13:02:11.250113 UTC'.
+
+  Microseconds: a file repaired within the same second still shows a change.
+  """
+  seconds, ns = divmod(fp['newest_mtime_ns'], 1_000_000_000)
+  newest = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+  return (f'{fp["files"]} files, {fp["bytes"]:,} bytes, newest modified '
+          f'{newest:%Y-%m-%d %H:%M:%S}.{ns // 1000:06d} UTC')
+
+
+def source_record(manual_dir, paths: Sequence) -> dict:
+  """What a prepared copy is built from, for the builder's ``'source'`` metadata entry.
+
+  Args:
+    manual_dir: the manual_dir the builder was given (``dl_manager.manual_dir``).
+    paths: the release's files and folders the builder reads (frames, split
+      files), not the whole manual_dir: it may be shared with other datasets
+      and hold archives that may be deleted once extracted.
+
+  Returns:
+    {'manual_dir': absolute path, 'paths': absolute paths, and ``fingerprint(paths)``}.
+  """
+  paths = sorted({os.path.abspath(os.fspath(p)) for p in paths})
+  return {'manual_dir': os.path.abspath(os.fspath(manual_dir)), 'paths': paths,
+          **fingerprint(paths)}

@@ -7,7 +7,7 @@ clips of T = 8 JPEG frames of 256 x 128, from the synthetic dataset's
 training step: the clips per second the configured model's jitted train step
 consumes on this machine, measured in the same process.
 
-For CRF (papers/002), the optical flow: Farneback frame pairs per second in
+For CRF ([CRF] in docs/references.md), the optical flow: Farneback frame pairs per second in
 one thread on grey 64 x 48 (the CRF input) and 256 x 128 frames, and the
 clips per second of CRF's train pipeline (crf_ilids_vid.py's input: T = 16
 consecutive frames resized to 64 x 48, flow computed in tf.data, flip and

@@ -29,7 +29,8 @@ from experiments.configs import mstn_mars
 from experiments.configs import rru_ilids_vid
 from jaxreid.training import sharding, step as step_lib
 
-# name -> (model_name, model kwargs); 'all' runs TRAIN_STEP_ALL.
+# name -> (model_name, model kwargs); 'all' runs TRAIN_STEP_ALL. Bracketed
+# keys ([TRSA], ...) are papers listed in docs/references.md.
 TRAIN_STEP_MODELS = {
     '2d': ('video_resnet', dict(temporal='2d', ral='')),
     'i3d': ('video_resnet', dict(temporal='i3d', ral='')),
@@ -39,12 +40,12 @@ TRAIN_STEP_MODELS = {
     'm3d': ('video_resnet', dict(temporal='m3d', ral='')),
     'm3d_ral': ('video_resnet', dict(temporal='m3d', ral='sct')),
     'two_stream': ('two_stream_m3d', dict(temporal='m3d', ral='sct')),
-    'trsa': ('trsa', dict(attention=True)),  # TRSA (papers/004): SAM, focal + triplet + Reg
-    # RRU + STIM (papers/001): Inception-v3 at 299 x 299 (the paper) unless sizes are given
+    'trsa': ('trsa', dict(attention=True)),  # TRSA ([TRSA]): SAM, focal + triplet + Reg
+    # RRU + STIM ([RRU]): Inception-v3 at 299 x 299 (the paper) unless sizes are given
     'rru': ('rru', dict(rru='full', temporal='stim')),
-    # CRF (papers/002): YUV + optical flow at 64 x 48 (McLaughlin) unless sizes are given
+    # CRF ([CRF]): YUV + optical flow at 64 x 48 (McLaughlin) unless sizes are given
     'crf': ('crf', dict(branches='cnn_rnn')),
-    # MSTN (papers/000): multi-scale ResNet-50 + two CLSTM blocks, mstn_mars.py's widths
+    # MSTN ([MSTN]): multi-scale ResNet-50 + two CLSTM blocks, mstn_mars.py's widths
     'mstn': ('mstn', dict(recurrence='clstm')),
 }
 TRAIN_STEP_ALL = ('2d', 'i3d', 'p3d_c', 'm3d')
@@ -63,6 +64,100 @@ flags.DEFINE_enum('train_step_dtype', 'float32', ['float32', 'bfloat16'],
                   'train_step suite: compute dtype (config.dtype).')
 flags.DEFINE_boolean('train_step_forward', False, 'train_step suite: also time the eval '
                      'forward pass (embedding only).')
+flags.DEFINE_integer('train_step_profile_ops', 0, 'train_step suite: if > 0, trace the timed '
+                     'steps with jax.profiler and print this many XLA ops with the most '
+                     'exclusive time per step.')
+flags.DEFINE_string('train_step_profile_dir', '/tmp/jaxreid_train_step_profile',
+                    'train_step suite: where --train_step_profile_ops writes its traces.')
+
+
+def _jaxpr_flops(jaxpr, multiplier: float = 1.0) -> float:
+  """Multiply-add FLOPs (2 per MAC) of every dot_general and convolution in
+  `jaxpr`, with each scan body counted `length` times. XLA's cost analysis
+  counts a loop body once whatever its trip count, so for scanned models
+  (MSTN's CLSTMs, RRU, CRF) it undercounts by about (T - 1) bodies; this count
+  is what the FLOP ratio between networks should use. Element-wise ops are
+  not counted (they are a few percent of a ResNet's FLOPs)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      (lhs_contract, _), _ = eqn.params['dimension_numbers']
+      k = np.prod([eqn.invars[0].aval.shape[d] for d in lhs_contract])
+      total += multiplier * 2.0 * np.prod(eqn.outvars[0].aval.shape) * k
+    elif name == 'conv_general_dilated':
+      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, spatial...)
+      rhs_shape = eqn.invars[1].aval.shape
+      k = rhs_shape[rhs_spec[1]] * np.prod([rhs_shape[d] for d in rhs_spec[2:]])
+      total += multiplier * 2.0 * np.prod(eqn.outvars[0].aval.shape) * k
+    trips = eqn.params.get('length', 1) if name == 'scan' else 1
+    subs = []
+    for value in eqn.params.values():
+      for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        if isinstance(v, jax.extend.core.ClosedJaxpr):
+          subs.append(v.jaxpr)
+        elif isinstance(v, jax.extend.core.Jaxpr):
+          subs.append(v)
+    if name == 'cond':  # one branch runs
+      total += max((_jaxpr_flops(s, multiplier) for s in subs), default=0.0)
+    else:
+      total += sum(_jaxpr_flops(s, multiplier * trips) for s in subs)
+  return total
+
+
+def _summarise_trace(trace_dir: str, compiled_text: str, steps: int, top: int):
+  """Exclusive time per XLA op (thunk) per step from a jax.profiler trace,
+  the `top` largest, each with its HLO op's JAX name (metadata op_name) and shape.
+
+  Returns (rows, modules, op seconds per step): rows of (op, ms per step,
+  fraction, description); modules of (top-level module, ms per step,
+  fraction), all ops summed by the first module under the model in op_name."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(f'{trace_dir}/**/*.trace.json.gz', recursive=True))
+  events = json.load(gzip.open(files[-1]))['traceEvents']
+  threads = {(e['pid'], e['tid']) for e in events
+             if e.get('ph') == 'M' and 'XLA' in str(e.get('args', {}).get('name', ''))}
+  ops = [e for e in events if e.get('ph') == 'X' and (e['pid'], e['tid']) in threads
+         and not e['name'].startswith(('end: ', 'Thunk', 'Threadpool'))]
+  exclusive = {}
+  for key in threads:  # nested intervals per thread: a parent's time minus its children's
+    stack = []
+    for e in sorted((e for e in ops if (e['pid'], e['tid']) == key),
+                    key=lambda e: (e['ts'], -e['dur'])):
+      while stack and e['ts'] >= stack[-1]['ts'] + stack[-1]['dur']:
+        stack.pop()
+      if stack:
+        exclusive[stack[-1]['name']] = exclusive.get(stack[-1]['name'], 0.0) - e['dur']
+      exclusive[e['name']] = exclusive.get(e['name'], 0.0) + e['dur']
+      stack.append(e)
+  total = sum(exclusive.values())
+
+  def describe(name):  # (HLO shape + opcode + JAX op_name, the model's top-level module)
+    line = re.search(r'%' + re.escape(name) + r' = (\S+) ([\w-]+)\(([^\n]*)', compiled_text)
+    if not line:
+      return '', 'runtime (not an HLO op)'
+    op_name = re.search(r'op_name="([^"]*)"', line.group(3))
+    path = op_name.group(1) if op_name else ''
+    # 'jit(train_step)/transpose(jvp(MSTN))/clstm1/...' -> 'clstm1 (backward)'
+    parts = path.split('/')
+    model = next((i for i, p in enumerate(parts) if 'jvp(' in p), None)
+    module = parts[model + 1] if model is not None and model + 1 < len(parts) else 'other'
+    if model is not None and parts[model].startswith('transpose('):
+      module += ' (backward)'
+    return f'{line.group(1)} {line.group(2)} {path}', module
+
+  rows, modules = [], {}
+  for name, us in sorted(exclusive.items(), key=lambda kv: -kv[1]):
+    desc, module = describe(name)
+    modules[module] = modules.get(module, 0.0) + us
+    if len(rows) < top:
+      rows.append((name, us / 1e3 / steps, us / total, desc[:160]))
+  modules = [(m, us / 1e3 / steps, us / total)
+             for m, us in sorted(modules.items(), key=lambda kv: -kv[1])]
+  return rows, modules, total / 1e6 / steps
 
 
 def _config(name: str, flag_values) -> ml_collections.ConfigDict:
@@ -127,21 +222,45 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
     batch['flow'] = sharding.to_global({'flow': rng.normal(
         size=(clips, t, config.height, config.width, 2)).astype(np.float32)}, mesh)['flow']
   flops = step_flops(train_step, state, batch)  # before the state is donated
+  # Conv + matmul FLOPs with every scan body counted T times (see _jaxpr_flops).
+  loop_flops = _jaxpr_flops(jax.make_jaxpr(train_step)(state, batch).jaxpr)
+  profile = flag_values.train_step_profile_ops
+  compiled_text = train_step.lower(state, batch).compile().as_text() if profile else ''
   start = time.perf_counter()
   state, metrics = train_step(state, batch)  # compile + one step
   jax.block_until_ready(metrics)
   first = time.perf_counter() - start
+  trace_dir = f'{flag_values.train_step_profile_dir}/{name}_{time.time_ns()}'
+  if profile:
+    jax.profiler.start_trace(trace_dir)
   start = time.perf_counter()
   for _ in range(flag_values.train_step_repeats):
     state, metrics = train_step(state, batch)
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / flag_values.train_step_repeats
+  if profile:
+    jax.profiler.stop_trace()
   out = dict(first_call_s=first, step_s=seconds, steps_per_s=1 / seconds,
              clips_per_s=clips / seconds,
              params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
              gflop_per_step=flops / 1e9, achieved_gflop_per_s=flops / seconds / 1e9,
+             loop_gflop_per_step=loop_flops / 1e9,
              input=f'{clips} x {t} x {config.height} x {config.width}',
              objective=' + '.join(config.losses))
+  if profile:
+    rows, modules, traced = _summarise_trace(trace_dir, compiled_text,
+                                             flag_values.train_step_repeats, profile)
+    print(f'\n{name}: top {profile} XLA ops by exclusive time per step (traced steps, '
+          f'{traced * 1e3:.0f} ms of op time per step; trace in {trace_dir})')
+    print('| op | ms / step | share | HLO shape, JAX op_name |')
+    print('|---|---:|---:|---|')
+    for op, ms, share, desc in rows:
+      print(f'| {op} | {ms:.1f} | {100 * share:.1f}% | {desc} |')
+    print(f'\n{name}: exclusive op time per step by top-level module (from op_name)')
+    print('| module | ms / step | share |')
+    print('|---|---:|---:|')
+    for module, ms, share in modules[:profile]:
+      print(f'| {module} | {ms:.1f} | {100 * share:.1f}% |')
   if flag_values.train_step_forward:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     forward = jax.jit(lambda v, f: step_lib.apply_model(model.apply, v, f,
@@ -176,7 +295,8 @@ def run_train_step_benchmark(flag_values) -> Dict[str, Dict[str, float]]:
         f'{flag_values.train_step_dtype}, {backend}')
   header = ('| network | input (clips x T x H x W) | objective | parameters | '
             'compile + 1st step s | steps/s | clips/s | ratio to 2D | GFLOP/step | '
-            'achieved GFLOP/s |'
+            'achieved GFLOP/s | conv+dot GFLOP/step, loops x T | step time / 2D | '
+            'FLOP ratio to 2D |'
             + (' forward clips/s | forward ratio |' if flag_values.train_step_forward else '')
             + ' paper clips/s | paper ratio |')
   print(header)
@@ -186,7 +306,9 @@ def run_train_step_benchmark(flag_values) -> Dict[str, Dict[str, float]]:
     row = (f'| {n} | {r["input"]} | {r["objective"]} | {r["params"]:,} | '
            f'{r["first_call_s"]:.1f} | {r["steps_per_s"]:.3f} | '
            f'{r["clips_per_s"]:.3f} | {r["clips_per_s"] / base["clips_per_s"]:.3f} | '
-           f'{r["gflop_per_step"]:.1f} | {r["achieved_gflop_per_s"]:.1f} |')
+           f'{r["gflop_per_step"]:.1f} | {r["achieved_gflop_per_s"]:.1f} | '
+           f'{r["loop_gflop_per_step"]:.1f} | {r["step_s"] / base["step_s"]:.2f} | '
+           f'{r["loop_gflop_per_step"] / base["loop_gflop_per_step"]:.2f} |')
     if flag_values.train_step_forward:
       row += (f' {r["forward_clips_per_s"]:.3f} | '
               f'{r["forward_clips_per_s"] / base["forward_clips_per_s"]:.3f} |')

@@ -11,6 +11,7 @@ results, and printing a small table). To add one, write
 register it in `SUITES`. Figures measured so far: docs/benchmarks.md.
 """
 
+import os
 import resource
 import statistics
 import sys
@@ -29,7 +30,6 @@ from experiments import bench_train_step
 from jaxreid.evaluation import distance
 from jaxreid.evaluation import ranking
 
-_SUITE = flags.DEFINE_string('suite', 'ranking', 'Which suite to run.')
 flags.DEFINE_string('pipeline_backbone', 'resnet50', 'pipeline suite: backbone of the '
                     'train step whose demand is measured.')
 flags.DEFINE_integer('pipeline_batches', 20, 'pipeline suite: PK batches timed.')
@@ -54,8 +54,9 @@ _LABELS = flags.DEFINE_enum(
     'synthetic: random MARS-like labels; mars: the real MARS test split '
     'labels from --mars_info_dir (ignores --num_query/--num_gallery).')
 _MARS_INFO_DIR = flags.DEFINE_string(
-    'mars_info_dir', '../shared/reference/mars_info',
-    'Folder with tracks_test_info.mat and query_IDX.mat.')
+    'mars_info_dir', None,
+    'With --labels=mars: the info/ folder of the MARS release (MARS-evaluation), with '
+    'tracks_test_info.mat and query_IDX.mat.')
 _INPUT = flags.DEFINE_enum(
     'input', 'distmat', ['distmat', 'features'],
     'distmat: time evaluate_rank on a host (Q, G) matrix; features: time '
@@ -66,6 +67,10 @@ _BLOCK_SIZE = flags.DEFINE_integer('block_size', 64,
                                    'evaluate_rank block size.')
 _REFERENCE = flags.DEFINE_boolean(
     'reference', True, 'Also time the NumPy per-query loop and compare.')
+_NONCONTIGUOUS = flags.DEFINE_boolean(
+    'noncontiguous', True, 'With --input=distmat, also time evaluate_rank on the same '
+    'matrix as a column slice, distmat[:, keep][:, :G] (not C-contiguous), and check '
+    'that it gives identical results.')
 
 
 def _maxrss_mb() -> float:
@@ -132,6 +137,10 @@ def _mars_labels(info_dir: str):
   """The real MARS test split as torchreid loads it (query / gallery)."""
   # Imported here: scipy is needed only for --labels=mars.
   import scipy.io  # pylint: disable=g-import-not-at-top
+  files = [os.path.join(info_dir or '', n) for n in ('tracks_test_info.mat', 'query_IDX.mat')]
+  if not info_dir or not all(os.path.isfile(f) for f in files):
+    sys.exit(f'error: --labels=mars needs --mars_info_dir=<the info/ folder of the MARS '
+             f'release, with tracks_test_info.mat and query_IDX.mat>; got {info_dir!r}.')
   info = scipy.io.loadmat(f'{info_dir}/tracks_test_info.mat')
   info = info['track_test_info']  # (12180, 4): start, end, pid, cam
   query_idx = scipy.io.loadmat(f'{info_dir}/query_IDX.mat')['query_IDX']
@@ -249,6 +258,25 @@ def run_ranking_benchmark(flag_values) -> Dict[str, object]:
                        'in the first call)'),
       (f'jax: median of {flag_values.repeats}', f'{jax_time:.4f} s'),
   ]
+  if flag_values.input == 'distmat' and flag_values.noncontiguous:
+    # What users write: drop some columns by a mask, then keep the first G.
+    # Fancy indexing along axis 1 returns a Fortran-ordered array.
+    extra = max(1, num_gallery // 10)
+    wide = np.concatenate([distmat, distmat[:, :extra]], axis=1)  # (Q, G + extra)
+    keep = np.arange(num_gallery + extra)
+    sliced = wide[:, keep][:, :num_gallery]
+    del wide
+    sliced_out, sliced_time = _timed(lambda: ranking.evaluate_rank(
+        sliced, q_pids, g_pids, q_cams, g_cams, block_size=flag_values.block_size),
+                                     flag_values.repeats)
+    identical = (np.array_equal(sliced_out['cmc'], out['cmc']) and
+                 np.array_equal(sliced_out['ap_per_query'], out['ap_per_query'],
+                                equal_nan=True))
+    del sliced
+    results.update(noncontiguous_s=sliced_time, noncontiguous_identical=identical)
+    rows.append((f'jax, column slice: median of {flag_values.repeats}',
+                 f'{sliced_time:.4f} s (C-contiguous: {jax_time:.4f} s; identical '
+                 f'results: {identical})'))
   if flag_values.reference:
     ref, ref_time = _timed(
         lambda: numpy_reference_rank(distmat, q_pids, g_pids, q_cams, g_cams),
@@ -298,16 +326,26 @@ SUITES: Dict[str, Callable] = {
     'train_step': bench_train_step.run_train_step_benchmark,
     'scan_compile': bench_scan_compile.run_scan_compile_benchmark,
 }
+_SUITE_HELP = {
+    'pipeline': 'frames/s and clips/s of the tf.data input pipeline (flags --pipeline_*)',
+    'ranking': 'evaluate_rank / evaluate_features against a NumPy loop at MARS size',
+    'scaling': 'train-step throughput on 1..N (virtual) devices (flags --scaling_*)',
+    'train_step': 'train-step time, FLOPs and clips/s of the video networks '
+                  '(flags --model, --train_step_*)',
+    'scan_compile': 'compile time of the scanned recurrent models for several T '
+                    '(flags --scan_compile_*)',
+}
+_SUITE = flags.DEFINE_enum(
+    'suite', 'ranking', list(SUITES),
+    'Which suite to run. ' + '; '.join(f'{k}: {v}' for k, v in _SUITE_HELP.items()) + '.')
+for _module in (bench_pipeline, bench_scaling, bench_train_step, bench_scan_compile):
+  flags.adopt_module_key_flags(_module)  # --help lists every suite's flags
 
 
 def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  suite = _SUITE.value
-  if suite not in SUITES:
-    sys.exit(f'Unknown suite {suite!r}; valid suites: '
-             f'{", ".join(sorted(SUITES))}.')
-  SUITES[suite](flags.FLAGS)
+  SUITES[_SUITE.value](flags.FLAGS)
 
 
 if __name__ == '__main__':

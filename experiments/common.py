@@ -1,5 +1,6 @@
 """What the entry points share: flags, input checks, the data object."""
 
+import errno
 import os
 import re
 import runpy
@@ -23,8 +24,9 @@ def define_flags():
   if _FLAGS:
     return
   _FLAGS['config'] = config_flags.DEFINE_config_file(
-      'config', None, 'Path to an ml_collections config file (experiments/configs/*.py); '
-      'override fields with --config.key=value.', lock_config=True)
+      'config', None, 'Path to an ml_collections config file (experiments/configs/*.py, '
+      'optionally FILE:variant); override fields with --config.key=value. Every field with its '
+      'value and comment: python -m experiments.show_config --config=FILE.', lock_config=True)
   _FLAGS['workdir'] = flags.DEFINE_string(
       'workdir', None, 'Folder for checkpoints, TensorBoard events and eval_results.json.')
   flags.mark_flags_as_required(['config', 'workdir'])
@@ -49,11 +51,29 @@ def setup_tensorflow():
   quiet_libraries()
 
 
-def make_data(config):
-  """The dataset of `config`, prepared if needed, sliced for this process."""
+def make_data(config, training: bool = True):
+  """The dataset of `config`, prepared if needed, sliced for this process.
+
+  With `training`, the config's batch is checked against the training
+  identities (P <= #ids) as soon as the index is read, before the first step.
+  """
   setup_tensorflow()
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.ReIDData(config, jax.process_index(), jax.process_count())
+  from experiments import validate  # pylint: disable=g-import-not-at-top
+  data = pipeline.ReIDData(config, jax.process_index(), jax.process_count())
+  if training:
+    validate.check_training_data(config, data.num_train_ids)
+  return data
+
+
+def check_config(config, workdir: str, command: str, uses_dataset: bool = True):
+  """`validate.validate_config` for an entry point, before any dataset
+  preparation or compilation (TensorFlow started first, its GPUs hidden)."""
+  setup_tensorflow()
+  from experiments import validate  # pylint: disable=g-import-not-at-top
+  given = _FLAGS['workdir'].value if _FLAGS else workdir
+  validate.validate_config(config, workdir, command, workdir_flag=given,
+                           uses_dataset=uses_dataset)
 
 
 def folder_data(config, root: str):
@@ -63,19 +83,110 @@ def folder_data(config, root: str):
   return folders.FolderTracklets(config, root)
 
 
-def run_or_exit(fn, *args):
+def run_or_exit(fn, *args, workdir: str = ''):
   """Runs `fn`; a user error (bad name, path or value) ends the program with one
-  line naming it, instead of a traceback."""
+  line naming it (exit status 2), instead of a traceback. So do a full disk or
+  another OS error (status 1) and Ctrl-C (status 130), naming the last
+  checkpoint in `workdir`, which is kept."""
   from jaxreid.training import loop  # pylint: disable=g-import-not-at-top
   try:
     return fn(*args)
-  except (ValueError, FileNotFoundError, checkpoint.CheckpointMismatchError,
-          loop.NonFiniteLossError) as e:
+  except loop.NonFiniteLossError as e:  # the run diverged: not a user error
+    logging.debug('Non-finite loss', exc_info=True)
+    _exit_with_lines(e, EXIT_FAILURE)
+  except (ValueError, FileNotFoundError, NotADirectoryError,
+          checkpoint.CheckpointMismatchError) as e:
+    if _disk_full(e):
+      _exit_disk_full(e, workdir)
     logging.debug('User error', exc_info=True)
-    sys.exit(f'error: {e}')
+    _exit_with_lines(e, EXIT_USER_ERROR)
+  except OSError as e:
+    logging.debug('OS error', exc_info=True)
+    if _disk_full(e):
+      _exit_disk_full(e, workdir)
+    where = f' ({e.filename})' if getattr(e, 'filename', None) else ''
+    _exit_with_lines(f'{e.strerror or e}{where}; {_kept(workdir)}', EXIT_FAILURE, now=True)
   except loop.PreemptedError as e:
     print(f'preempted: {e}', file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
+  except KeyboardInterrupt:
+    print(f'interrupted; {_kept(workdir)}', file=sys.stderr, flush=True)
+    _terminate(EXIT_INTERRUPTED)
+
+
+def _exit_with_lines(message, status: int, now: bool = False):
+  """Prints 'error: <line>' for each line of `message`, then exits (`now`:
+  without waiting for background threads, see `_terminate`)."""
+  for line in str(message).splitlines() or ['']:
+    print(f'error: {line}', file=sys.stderr)
+  sys.stderr.flush()
+  if now:
+    _terminate(status)
+  sys.exit(status)
+
+
+def _terminate(status: int):
+  """Ends the process at once. After Ctrl-C or a failed write, Orbax's save
+  threads may still be running; a normal exit tears down their event loops
+  under them and each prints its traceback (about a hundred lines). The save
+  they were writing stays a temporary folder, never loaded and deleted by the
+  next training run; the last complete checkpoint is untouched."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def _disk_full(e: BaseException) -> bool:
+  """Whether `e`, or an exception it was raised from, is ENOSPC / EDQUOT
+  (Orbax and TensorStore re-raise OS errors as ValueError text)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if 'No space left on device' in str(e) or 'Disk quota exceeded' in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _exit_disk_full(e: BaseException, workdir: str):
+  path = getattr(e, 'filename', None)
+  where = f' while writing {path}' if path else f' of {workdir}' if workdir else ''
+  _exit_with_lines(f'no space left on the device{where}; {_kept(workdir)} Free some space (or '
+                   'choose another --workdir) and run the same command again.', EXIT_FAILURE,
+                   now=True)
+
+
+def last_checkpoint_step(workdir: str):
+  """The newest complete checkpoint under `workdir` (WORKDIR/checkpoints/<step>,
+  or the newest of WORKDIR/split_<k>/checkpoints), as (step, folder), or None.
+  Orbax writes into a temporary folder and renames it to the bare step number
+  when complete, so only all-digit names count."""
+  import glob  # pylint: disable=g-import-not-at-top
+  found = []
+  for folder in [os.path.join(workdir, 'checkpoints'),
+                 *sorted(glob.glob(os.path.join(workdir, 'split_*', 'checkpoints')))]:
+    steps = [int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+             if n.isdigit()]
+    if steps:
+      found.append((max(steps), folder))
+  return max(found, key=lambda f: os.path.getmtime(f[1])) if found else None
+
+
+def _kept(workdir: str) -> str:
+  last = last_checkpoint_step(workdir) if workdir else None
+  if last is None:
+    return 'no checkpoint was saved.'
+  return f'the last checkpoint (step {last[0]}) is kept in {last[1]}.'
+
+
+# Exit statuses: a diverged run or an OS error (full disk); a user error (bad
+# flag, path or value), as absl's own flag errors; Ctrl-C, as a shell reports
+# SIGINT (128 + 2).
+EXIT_FAILURE = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 # Exit status after a preemption notice (SIGTERM) and the final save: 128 + 15,
@@ -117,17 +228,28 @@ def init_multihost():
 
 
 class _DropLibraryChatter(logging.logging.Filter):
-  """Hides the INFO lines Orbax writes for every save, restore and manager."""
+  """Hides the INFO lines of `_CHATTY_MODULES`."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' in record.pathname and record.exc_info and (
+        _disk_full(record.exc_info[1]) or isinstance(record.exc_info[1], KeyboardInterrupt)):
+      # A full disk fails each of Orbax's save threads in turn, each logging
+      # its traceback (hundreds of lines), and Ctrl-C during a wait for a save
+      # logs one; run_or_exit reports either in one line.
+      return False
+    return record.levelno >= logging.logging.WARNING or not any(
+        part in record.pathname for part in _CHATTY_MODULES)
+
+
+# INFO lines of these are noise on the console: Orbax on every save and restore,
+# JAX probing for TPU/GPU backends at start-up.
+_CHATTY_MODULES = ('/orbax/', '/jax/_src/xla_bridge.py')
 
 
 def quiet_libraries():
-  """Keeps the console to our progress lines: no TFDS bars, no Orbax INFO."""
+  """Keeps the console to our progress lines and TFDS's preparation progress
+  bars (preparing a real release takes long): no Orbax or JAX start-up INFO."""
   logging.get_absl_handler().addFilter(_DropLibraryChatter())
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
 
 
 def parse_flags(argv):
@@ -201,15 +323,17 @@ def for_each_split(config, workdir: str, run) -> dict:
   return summary
 
 
-def run_main(argv, run):
-  """The body of train's and evaluate's `main`: multi-host set-up, then
-  `run(config, workdir)` on the configured split, or on every numbered split
-  with --config.all_splits=True; user errors end in one line."""
+def run_main(argv, run, command: str = 'train'):
+  """The body of train's and evaluate's `main`: multi-host set-up, the whole
+  config validated (`validate.validate_config`), then `run(config, workdir)` on
+  the configured split, or on every numbered split with
+  --config.all_splits=True; user errors end in one line."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   init_multihost()
-  config, workdir = config_and_workdir()
+  config, workdir = run_or_exit(config_and_workdir)
+  run_or_exit(lambda: check_config(config, workdir, command))
   if config.all_splits:
-    run_or_exit(lambda: for_each_split(config, workdir, run))
+    run_or_exit(lambda: for_each_split(config, workdir, run), workdir=workdir)
   else:
-    run_or_exit(lambda: run(config, workdir))
+    run_or_exit(lambda: run(config, workdir), workdir=workdir)

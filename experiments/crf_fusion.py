@@ -1,4 +1,4 @@
-r"""CRF's local-global feature fusion (papers/002 section 2.7, eq. 10).
+r"""CRF's local-global feature fusion ([CRF] section 2.7, eq. 10; docs/references.md).
 
 Three CRF models trained with the same config on the full frame, its upper
 half and its lower half (``--config.model.region=full|upper|lower``) give

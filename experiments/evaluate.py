@@ -8,21 +8,24 @@ WORKDIR/split_<k> for each numbered split of the dataset (as trained by
 experiments.train --config.all_splits=True) and reports mean and std.
 """
 
-from absl import app
+from absl import app, flags
 
 from experiments import common
 from jaxreid.training import loop
 
 common.define_flags()
 common.define_multihost_flags()
+flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
 def evaluate(config, workdir: str) -> dict:
-  return loop.evaluate_checkpoint(config, workdir, common.make_data(config))
+  """Prepares the configured dataset and evaluates the workdir's latest
+  checkpoint on it (no training: P and K are not checked against its ids)."""
+  return loop.evaluate_checkpoint(config, workdir, common.make_data(config, training=False))
 
 
 def main(argv):
-  common.run_main(argv, evaluate)
+  common.run_main(argv, evaluate, command='evaluate')
 
 
 if __name__ == '__main__':

@@ -10,7 +10,10 @@ r"""Embeds tracklets with a trained checkpoint and writes the features to .npz.
 
 The .npz holds `features` (N, D) float32, `pid`, `camid` (N,) int32 (-1 for
 folders), `split` and `name` (N,) strings ('<split>/<tracklet index>' or the
-folder path). Rank it with `python -m experiments.search`.
+folder path), and the checkpoint that made them: `checkpoint_workdir`,
+`checkpoint_step` and `checkpoint_fingerprint` (0-d; see experiments/inference.py).
+Rank it with `python -m experiments.search`, which refuses a gallery of another
+checkpoint.
 """
 
 import os
@@ -27,16 +30,23 @@ _FOLDER = flags.DEFINE_string('folder', None, 'A folder of tracklet folders of f
 _OUTPUT = flags.DEFINE_string('output', None, 'The .npz file to write.', required=True)
 
 common.define_flags()
+flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
 def extract(config, workdir: str, output: str, folder=None, splits=('query', 'gallery')):
   """Writes the features of `folder`'s tracklets, or of the dataset's `splits`."""
   if not output.endswith('.npz'):
     raise ValueError(f'--output={output}: expected a path ending in .npz.')
+  parent = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f'--output={output}: the folder {parent} does not exist; '
+                            'create it first or choose another path.')
+  if os.path.isdir(output):
+    raise ValueError(f'--output={output}: is a folder; expected a path ending in .npz.')
   if folder:
     sources = [('folder', common.folder_data(config, folder), 'folder')]
   else:
-    data = common.make_data(config)
+    data = common.make_data(config, training=False)
     unknown = sorted(set(splits) - set(data.index))
     if unknown:
       raise ValueError(f'Unknown split(s) {", ".join(unknown)}; valid choices: '
@@ -54,8 +64,11 @@ def extract(config, workdir: str, output: str, folder=None, splits=('query', 'ga
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  common.run_or_exit(lambda: extract(*common.config_and_workdir(), _OUTPUT.value,
-                                     _FOLDER.value, _SPLITS.value))
+  config, workdir = common.run_or_exit(common.config_and_workdir)
+  common.run_or_exit(lambda: common.check_config(config, workdir, 'extract',
+                                                 uses_dataset=not _FOLDER.value))
+  common.run_or_exit(lambda: extract(config, workdir, _OUTPUT.value, _FOLDER.value,
+                                     _SPLITS.value), workdir=workdir)
 
 
 if __name__ == '__main__':

@@ -7,12 +7,17 @@ r"""Ranks a gallery of extracted features for query tracklet folders; prints the
 
 --query is one tracklet folder of frames, or a folder of tracklet folders. The
 distance is the config's eval.metric (and eval.normalize_features applies).
+
+Features of two checkpoints are not comparable, so a gallery whose recorded
+checkpoint (workdir, step, fingerprint: experiments/inference.py) is not the
+one --workdir restores now is refused, or with --allow_other_checkpoint only
+warned about.
 """
 
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import common, inference
 from jaxreid import reporting
@@ -22,11 +27,15 @@ _GALLERY = flags.DEFINE_string('gallery', None, 'Gallery .npz from experiments.e
                                required=True)
 _QUERY = flags.DEFINE_string('query', None, 'A tracklet folder, or a folder of them.',
                              required=True)
-_TOP_K = flags.DEFINE_integer('top_k', 10, 'Gallery tracklets to list per query.')
+_TOP_K = flags.DEFINE_integer('top_k', 10, 'Gallery tracklets to list per query (>= 1).')
+_ALLOW_OTHER = flags.DEFINE_bool(
+    'allow_other_checkpoint', False, 'Rank a gallery extracted by another checkpoint than the '
+    "latest of --workdir (another run, step or model) with a warning instead of refusing it.")
 
 _GALLERY_KEYS = ('features', 'pid', 'camid', 'name')
 
 common.define_flags()
+flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
 def load_gallery(path: str) -> dict:
@@ -46,11 +55,44 @@ def load_gallery(path: str) -> dict:
   return gallery
 
 
-def search(config, workdir: str, gallery_path: str, query_root: str, top_k: int) -> list:
-  """Returns, per query tracklet, (name, [(rank, gallery name, pid, camid, distance)])."""
+def check_provenance(gallery: dict, current: dict, gallery_path: str,
+                     allow_other: bool = False):
+  """Refuses (ValueError) a gallery whose PROVENANCE_KEYS differ from
+  `current`, the checkpoint that embeds the queries; with `allow_other`, logs
+  the same line as a warning instead."""
+  missing = [k for k in inference.PROVENANCE_KEYS if k not in gallery]
+  if missing:
+    diffs = ['it records no checkpoint (written by an older experiments.extract)']
+  else:
+    diffs = [f'{k[len("checkpoint_"):]} {gallery[k].item()!r} (this --workdir: {current[k]!r})'
+             for k in inference.PROVENANCE_KEYS if gallery[k].item() != current[k]]
+  if not diffs:
+    return
+  message = (f'--gallery={gallery_path} was not extracted by the checkpoint that embeds the '
+             f'queries: {"; ".join(diffs)}.')
+  if not allow_other:
+    raise ValueError(f'{message} Extract it again with this --workdir, or pass '
+                     '--allow_other_checkpoint to rank it anyway.')
+  logging.warning('%s Ranking it anyway (--allow_other_checkpoint): distances between '
+                  'features of two checkpoints may mean nothing.', message)
+
+
+def search(config, workdir: str, gallery_path: str, query_root: str, top_k: int,
+           allow_other_checkpoint: bool = False) -> list:
+  """Returns, per query tracklet, (name, [(rank, gallery name, pid, camid, distance)]).
+
+  Raises:
+    ValueError: `top_k` < 1, an unreadable gallery, or one extracted by another
+      checkpoint (unless `allow_other_checkpoint`).
+  """
+  if top_k < 1:
+    raise ValueError(f'--top_k={top_k}: expected a number >= 1 (gallery tracklets listed '
+                     'per query).')
   gallery = load_gallery(gallery_path)
   queries = inference.embed_sources(
-      config, workdir, [('folder', common.folder_data(config, query_root), 'folder')])
+      config, workdir, [('folder', common.folder_data(config, query_root), 'folder')],
+      check=lambda current: check_provenance(gallery, current, gallery_path,
+                                             allow_other_checkpoint))
   qf, gf = queries['features'], gallery['features']
   if qf.shape[1] != gf.shape[1]:
     raise ValueError(f'--gallery={gallery_path} holds {gf.shape[1]}-d features but this '
@@ -72,9 +114,11 @@ def search(config, workdir: str, gallery_path: str, query_root: str, top_k: int)
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  config, workdir = common.config_and_workdir()
+  config, workdir = common.run_or_exit(common.config_and_workdir)
+  common.run_or_exit(lambda: common.check_config(config, workdir, 'search', uses_dataset=False))
   results = common.run_or_exit(
-      lambda: search(config, workdir, _GALLERY.value, _QUERY.value, _TOP_K.value))
+      lambda: search(config, workdir, _GALLERY.value, _QUERY.value, _TOP_K.value,
+                     _ALLOW_OTHER.value), workdir=workdir)
   for name, rows in results:
     print(f'query {name}')
     print(reporting.format_table(['rank', 'gallery tracklet', 'pid', 'camid', 'distance'],

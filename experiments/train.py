@@ -11,13 +11,14 @@ each of the dataset's numbered splits in WORKDIR/split_<k> and writes the
 mean and std over splits to WORKDIR/eval_results.json.
 """
 
-from absl import app
+from absl import app, flags
 
 from experiments import common
 from jaxreid.training import loop
 
 common.define_flags()
 common.define_multihost_flags()
+flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -2,7 +2,7 @@
 
 ``config.losses = {'ce': 1.0, 'triplet': 1.0}`` names terms of ``LOSS_TERMS``
 with their weights, so a paper's objective and its ablations are config files,
-not code branches (DESIGN.md section 4). Every term has the signature
+not code branches (docs/design.md, "Model contract"). Every term has the signature
 ``term(outputs, labels, cfg) -> scalar`` where ``outputs`` is the model's dict,
 ``labels`` (B,) int32 training identities and ``cfg`` the config's
 ``loss_options`` (margins, smoothing, ...).

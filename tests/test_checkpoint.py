@@ -1,6 +1,8 @@
 """Orbax checkpoints: resume continues the step count with the saved state;
 a checkpoint written for another model is refused with a clear message."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -40,8 +42,20 @@ def test_mismatched_config_is_refused(tmp_path, config):
   ckpt.close()
   config.model.backbone = 'resnet18'
   with pytest.raises(checkpoint.CheckpointMismatchError,
-                     match=r"model: checkpoint has .*resnet_tiny.* config has .*resnet18"):
+                     match=r"trained with model .*resnet_tiny.*; this config says .*resnet18"):
     loop.setup_state(config, str(tmp_path), 4, mesh)
-  with pytest.raises(checkpoint.CheckpointMismatchError, match='num_classes: checkpoint has 4'):
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match='trained with num classes 4; this config says 5'):
     config.model.backbone = 'resnet_tiny'
     loop.setup_state(config, str(tmp_path), 5, mesh)
+  # Resuming with another optimizer is named as such, in one line.
+  config.optimizer = 'sgd'
+  with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+    loop.setup_state(config, str(tmp_path), 4, mesh)
+  assert "the checkpoint was trained with optimizer 'adam'; this config says 'sgd'" in str(e.value)
+  assert len(str(e.value)) < 500
+  # Inference needs only the network: another optimizer and dataset restore.
+  config.dataset = 'mars'
+  state, meta = loop.restore_for_inference(config, str(tmp_path), mesh)
+  assert int(state.step) == 0 and meta['optimizer'] == 'adam'  # saved as step 1
+  assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints', 'damaged'))

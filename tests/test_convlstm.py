@@ -144,6 +144,53 @@ def test_scan_equals_a_python_loop_over_the_cell_and_eq1(peephole):
   assert np.max(np.abs(np.asarray(c_last) - c_np)) < 1e-5
 
 
+def _jnp_unhoisted_convlstm(params, xs, forget_bias):
+  """The original formulation, stepped in a plain Python loop: at every t ONE
+  'SAME' convolution of concat[x_t, h_{t-1}] with the whole kernel, then eq. 1."""
+  kernel, bias = params['gates']['kernel'], params['gates']['bias']
+  b, t, hgt, wid, _ = xs.shape
+  feat = kernel.shape[-1] // 4
+  c = h = jnp.zeros((b, hgt, wid, feat))
+  hs = []
+  for step in range(t):
+    z = jnp.concatenate([xs[:, step], h], axis=-1)
+    gates = jax.lax.conv_general_dilated(z, kernel, (1, 1), 'SAME',
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+    i, f, o, g = jnp.split(gates, 4, axis=-1)
+    if 'w_ci' in params:
+      i, f = i + params['w_ci'] * c, f + params['w_cf'] * c
+    c = jax.nn.sigmoid(f + forget_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    if 'w_co' in params:
+      o = o + params['w_co'] * c
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    hs.append(h)
+  return jnp.stack(hs, axis=1)
+
+
+@pytest.mark.parametrize('peephole,kernel,t', [(False, (3, 3), 5), (True, (5, 3), 3),
+                                               (False, (3, 3), 1)])
+def test_hoisted_input_convolution_equals_the_unhoisted_loop(peephole, kernel, t):
+  """The layer convolves W_x* * x_t for all B * T frames before the scan and
+  only W_h* * h_{t-1} inside it; outputs AND gradients (to the kernel, bias,
+  peepholes and the input) equal a per-step loop over the one convolution of
+  concat[x_t, h_{t-1}], to 1e-5. C != F, so a wrong kernel slice would show."""
+  rng = np.random.default_rng(5)
+  b, hgt, wid, c_in, feat = 2, 4, 3, 3, 5
+  xs = jnp.asarray(rng.normal(size=(b, t, hgt, wid, c_in)).astype(np.float32))
+  layer = convlstm.ConvLSTM(feat, kernel_size=kernel, peephole=peephole, forget_bias=0.5)
+  params = _randomize(layer.init(jax.random.key(0), xs)['params'], 4)
+  assert params['cell']['gates']['kernel'].shape == kernel + (c_in + feat, 4 * feat)
+  hs = layer.apply({'params': params}, xs)
+  np.testing.assert_allclose(hs, _jnp_unhoisted_convlstm(params['cell'], xs, 0.5),
+                             rtol=0, atol=1e-5)
+  weights = jnp.asarray(rng.normal(size=hs.shape).astype(np.float32))
+  loss = lambda p, x: jnp.sum(weights * layer.apply({'params': p}, x))
+  loss_ref = lambda p, x: jnp.sum(weights * _jnp_unhoisted_convlstm(p['cell'], x, 0.5))
+  grads = jax.grad(loss, argnums=(0, 1))(params, xs)
+  grads_ref = jax.grad(loss_ref, argnums=(0, 1))(params, xs)
+  chex.assert_trees_all_close(grads, grads_ref, rtol=0, atol=1e-5)
+
+
 def test_parameters_are_shared_over_time_and_any_t_runs():
   layer = convlstm.ConvLSTM(6)
   shapes = {}

@@ -81,10 +81,11 @@ def _run(*args):
 
 @pytest.mark.parametrize('args,message', [
     (['--config.model_name=resnet', '--workdir={tmp}/w'],
-     f"error: Unknown model 'resnet'; valid choices: {', '.join(sorted(MODELS))}."),
+     f"error: --config.model_name='resnet': unknown model; valid choices: "
+     f"{', '.join(sorted(MODELS))}."),
     (['--config.dataset=mars2', '--workdir={tmp}/w'],
-     "error: Unknown dataset 'mars2'; valid choices: dukemtmc_video_reid, ilids_vid, ls_vid, mars, "
-     'prid2011, synthetic_video_reid.'),
+     "error: --config.dataset='mars2': unknown dataset; valid choices: dukemtmc_video_reid, "
+     'ilids_vid, ls_vid, mars, prid2011, synthetic_video_reid.'),
     (['--workdir={tmp}/missing/w'], 'the parent folder'),
     (['--config.lerning_rate=0.1', '--workdir={tmp}/w'],
      "--config.lerning_rate: no such config key (did you mean 'learning_rate'?)"),

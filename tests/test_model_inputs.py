@@ -1,4 +1,4 @@
-"""Optional model inputs (DESIGN.md section 3): 'flow' reaches the model as a
+"""Optional model inputs (docs/design.md, "Data contract"): 'flow' reaches the model as a
 keyword, and flip test-time augmentation mirrors it consistently."""
 
 import flax.linen as nn

@@ -1,8 +1,9 @@
-"""MSTN (papers/000): the multi-scale extractor and the temporal head against a
-NumPy transcription of sections 3.1-3.2 (on the model's own backbone stages
-and CLSTM outputs); full-size shapes and the parameter count by hand
-(jax.eval_shape only); the paper's objective with finite gradients; Table 1's
-variants; any T at eval; the configs."""
+"""MSTN (Wang, He, Gao, Huang; [MSTN] in docs/references.md): the multi-scale
+extractor and the temporal head against a NumPy transcription of sections
+3.1-3.2 (on the model's own backbone stages and CLSTM outputs); full-size
+shapes and the parameter count by hand (jax.eval_shape only); the paper's
+objective with finite gradients; Table 1's variants; any T at eval; the
+configs."""
 
 import importlib
 

@@ -43,7 +43,7 @@ def _load_state_at(workdir, step):
 
 
 def _losses(log):
-  return {int(s): float(v) for s, v in re.findall(r'\] \[(\d+)\] accuracy=.*? loss=([-0-9.e]+)',
+  return {int(s): float(v) for s, v in re.findall(r'step (\d+)/\d+ .*? loss=([-0-9.e]+)',
                                                   log)}
 
 
@@ -91,13 +91,13 @@ def test_two_processes_match_one_process(tmp_path, tiny_data_dir):
 
   # Both processes computed the same evaluation metrics (features gathered);
   # process 0 alone wrote them.
-  evals = [re.findall(r'\[%d\] (eval/mAP=.*)' % STEPS, log) for log in proc_logs]
+  evals = [re.findall(r'Evaluation at step %d: (.*)' % STEPS, log) for log in proc_logs]
   assert evals[0] and evals[0] == evals[1], evals
   with open(os.path.join(multi, 'eval_results.json')) as f:
     results = json.load(f)
   with open(os.path.join(single, 'eval_results.json')) as f:
     ref_results = json.load(f)
-  assert f"eval/mAP={results['mAP']:g}" in evals[0][0]
+  assert f"mAP={results['mAP']:.6g}" in evals[0][0]
   for k in ('rank1', 'rank5', 'mAP', 'mINP'):
     assert results[k] == pytest.approx(ref_results[k], abs=1e-4), k
   assert 'Results at step' in proc_logs[0] and 'Results at step' not in proc_logs[1]
@@ -117,7 +117,7 @@ def test_sigterm_to_one_process_stops_all_after_the_same_saved_step(tmp_path, ti
   log_path = os.path.join(logs, 'process_1.log')
   deadline = time.time() + 240
   while time.time() < deadline and procs[1].poll() is None:
-    if re.search(r'\] \[2\] accuracy=', open(log_path).read()):  # step 2 logged
+    if re.search(r'step 2/\d+ ', open(log_path).read()):  # step 2 logged
       break
     time.sleep(0.5)
   procs[1].send_signal(signal.SIGTERM)

@@ -1,5 +1,5 @@
 """tf.data pipelines on the prepared tiny synthetic dataset: the batch contract
-of DESIGN.md section 3, determinism across restarts and process counts, and
+of docs/design.md ("Data contract"), determinism across restarts and process counts, and
 eval batches that cover every frame exactly as the chunking rule says."""
 
 import numpy as np

@@ -1,8 +1,9 @@
 """Tests of the PRID-2011 TFDS builder on small trees in the release's layout.
 
 The main test uses the real ``splits_prid2011.json`` (10 splits of 89 + 89 of 178
-persons) from the shared reference folder: ``$JAXREID_REFERENCE_DIR``, else
-``shared/reference`` beside or inside the repository; it is skipped, saying so,
+persons; the file torchreid uses) when a copy is at hand, as
+``prid2011/splits_prid2011.json`` under ``$JAXREID_REFERENCE_DIR`` (or a
+developers' reference folder next to the checkout); it is skipped, saying so,
 where that file is absent. The other tests fabricate their own split file.
 """
 
@@ -109,7 +110,8 @@ def test_registered_configs(tmp_path):
 @pytest.fixture(scope='module')
 def real(tmp_path_factory):
   if REAL_JSON is None:
-    pytest.skip(f'{SPLITS_FILE} not found (set JAXREID_REFERENCE_DIR to shared/reference)')
+    pytest.skip(f'{SPLITS_FILE} not found (set JAXREID_REFERENCE_DIR to a folder '
+                f'holding prid2011/{SPLITS_FILE})')
   splits = json.loads(REAL_JSON.read_text())
   listed = sorted({_pid(n) for s in splits for k in ('test', 'train') for n in s[k]})
   assert len(listed) == 178

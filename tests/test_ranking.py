@@ -153,7 +153,7 @@ def test_hand_made_mars_official():
   assert_matches_reference(
       out, reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams,
                               protocol='mars_official'))
-  # The MATLAB rule scores hits [miss, hit] as 0.25 (notes/datasets.md).
+  # The MATLAB rule (MARS's evaluation_mars.m, trapezoid AP) scores hits [miss, hit] as 0.25.
   out = ranking.evaluate_rank(
       np.array([[0.2, 0.1]], np.float32), [5], [5, 7], [0], [1, 1],
       protocol='mars_official')
@@ -291,6 +291,68 @@ def test_evaluate_features_matches_distmat(metric):
                                   metric=metric, block_size=8,
                                   protocol='with_query_in_gallery')
   assert_matches_reference(out, ref)
+
+
+def _assert_identical(out, expected):
+  for key, value in expected.items():
+    if isinstance(value, np.ndarray):
+      np.testing.assert_array_equal(out[key], value, err_msg=key)
+    else:
+      assert out[key] == value, key
+
+
+@pytest.mark.parametrize('protocol', ranking.PROTOCOLS)
+def test_any_layout_and_integer_width_gives_identical_results(protocol):
+  """A column slice (what `distmat[:, keep]` returns: Fortran order), a
+  Fortran-ordered copy, float64, int64 / int16 labels and JAX arrays give
+  exactly the results of the C-contiguous float32 int32 inputs."""
+  rng = np.random.default_rng(13)
+  dist, q_pids, g_pids, q_cams, g_cams = random_problem(
+      rng, 21, 60, num_ids=7, num_cams=3, ties=True,
+      junk_pid=protocol == 'mars_official')
+  if protocol == 'with_query_in_gallery':
+    dist = np.concatenate([rng.integers(0, 6, (21, 21)).astype(np.float32), dist], axis=1)
+  labels32 = [np.ascontiguousarray(x, np.int32) for x in (q_pids, g_pids, q_cams, g_cams)]
+  expected = ranking.evaluate_rank(np.ascontiguousarray(dist), *labels32, protocol=protocol,
+                                   block_size=8)
+  wide = np.concatenate([dist, dist[:, :7]], axis=1)
+  sliced = wide[:, np.arange(wide.shape[1])][:, :dist.shape[1]]
+  assert not sliced.flags['C_CONTIGUOUS']  # the layout under test
+  np.testing.assert_array_equal(sliced, dist)
+  strided_rows = np.repeat(dist, 2, axis=0)[::2]  # a row-strided view
+  assert not strided_rows.flags['C_CONTIGUOUS']
+  variants = {
+      'column slice': (sliced, labels32),
+      'row stride': (strided_rows, labels32),
+      'fortran': (np.asfortranarray(dist), labels32),
+      'float64': (dist.astype(np.float64), labels32),
+      'int64 labels': (dist, [x.astype(np.int64) for x in labels32]),
+      'int16 strided labels': (dist, [np.repeat(x, 2)[::2].astype(np.int16)
+                                      for x in labels32]),
+      'jax arrays': (jnp.asarray(dist), [jnp.asarray(x) for x in labels32]),
+      'jax fortran-sliced': (jnp.asarray(sliced), labels32),
+  }
+  for name, (d, labels) in variants.items():
+    out = ranking.evaluate_rank(d, *labels, protocol=protocol, block_size=8)
+    try:
+      _assert_identical(out, expected)
+    except AssertionError as e:
+      raise AssertionError(f'{name}: {e}') from e
+
+
+def test_evaluate_features_any_layout_gives_identical_results():
+  rng = np.random.default_rng(17)
+  qf = rng.standard_normal((21, 8)).astype(np.float32)
+  gf = rng.standard_normal((60, 8)).astype(np.float32)
+  _, q_pids, g_pids, q_cams, g_cams = random_problem(
+      rng, 21, 60, num_ids=7, num_cams=3, ties=False)
+  expected = ranking.evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, block_size=8)
+  for q, g in ((np.asfortranarray(qf), np.asfortranarray(gf)),
+               (np.repeat(qf, 2, axis=1)[:, ::2], gf.astype(np.float64)),
+               (jnp.asarray(qf), jnp.asarray(gf))):
+    out = ranking.evaluate_features(q, g, q_pids.astype(np.int64), g_pids, q_cams, g_cams,
+                                    block_size=8)
+    _assert_identical(out, expected)
 
 
 # ----------------------------------------------------------------------------

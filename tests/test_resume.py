@@ -1,12 +1,15 @@
 """Exact resume: a training run killed at any moment (SIGKILL at a random step,
-SIGKILL while a checkpoint is being written, SIGTERM) and restarted with the
-same command ends bitwise equal to an uninterrupted run: parameters,
-optimizer state, BN statistics, logged training metrics and eval results.
+SIGKILL while a checkpoint is being written, SIGTERM, then its newest
+checkpoint damaged) and restarted with the same command ends bitwise equal to
+an uninterrupted run: parameters, optimizer state, BN statistics, logged
+training metrics and eval results. The lock a SIGKILLed run leaves is taken
+over by the restart (its pid is dead).
 
 Each run is `python -m experiments.train` in a subprocess, as a user or a
 cluster scheduler runs it.
 """
 
+import glob
 import json
 import os
 import random
@@ -55,8 +58,10 @@ def _run(workdir, data_dir, env=None, kill_after_step=None, sig=signal.SIGKILL):
 
 
 def _train_metrics(log: str) -> dict:
-  """{step: 'accuracy=..., grad_norm=..., loss=...'} from the console writer."""
-  return dict(re.findall(r'\] \[(\d+)\] (accuracy=.*)', log))
+  """{step: 'accuracy=... grad_norm=... loss=...'} from the loop's console lines
+  ('step 3/8 (38%)  accuracy=0.125 ... learning_rate=0.001  2.94 steps/s  ETA ...')."""
+  return dict(re.findall(rf'step (\d+)/{NUM_STEPS} \(\d+%\)  (accuracy=.*?)  [\d.]+ steps/s',
+                         log))
 
 
 def _final_state(workdir):
@@ -99,6 +104,7 @@ def test_killed_and_restarted_run_ends_bitwise_equal(tmp_path, tiny_data_dir):
   status, ref_log = _run(reference, tiny_data_dir)
   assert status == 0, ref_log[-3000:]
   ref_metrics = _train_metrics(ref_log)
+  assert sorted(map(int, ref_metrics)) == list(range(1, NUM_STEPS + 1)), ref_log[-3000:]
   workdir = str(tmp_path / 'run')
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   logs = []
@@ -135,11 +141,27 @@ def test_killed_and_restarted_run_ends_bitwise_equal(tmp_path, tiny_data_dir):
   saved = int(re.search(r'saved the checkpoint of step (\d+)', log).group(1))
   assert resumed < saved <= NUM_STEPS and _latest_complete_step(workdir) == saved
 
-  # 4. Restarted; runs to the end.
+  # 4. The newest checkpoint is damaged after the stop (a file of its arrays
+  # truncated, as by a full disk or an interrupted copy). Restarted: it is
+  # reported, moved aside, and the run resumes from the previous one.
+  previous = max(int(n) for n in os.listdir(ckpt_dir) if n.isdigit() and int(n) < saved)
+  data_file = max(glob.glob(os.path.join(ckpt_dir, str(saved), 'state', 'd', '*')),
+                  key=os.path.getsize)
+  with open(data_file, 'r+b') as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  truncated_size = os.path.getsize(data_file)
   status, log = _run(workdir, tiny_data_dir)
   logs.append(log)
   assert status == 0, log[-3000:]
-  assert re.search(rf'Resumed from .* at step {saved}\.', log), log[-3000:]
+  assert re.search(rf'Checkpoint {re.escape(ckpt_dir)}/{saved} does not restore \(.*\); '
+                   rf'moved it to {re.escape(ckpt_dir)}/damaged/{saved}-', log), log[-3000:]
+  assert re.search(rf'Resumed from .* at step {previous}\.', log), log[-3000:]
+  assert 'Task exception was never retrieved' not in log  # one line, no tracebacks
+  # Kept, not deleted: the truncated file is in the moved folder.
+  moved, = glob.glob(os.path.join(ckpt_dir, 'damaged', f'{saved}-*'))
+  assert os.path.getsize(os.path.join(moved, os.path.relpath(
+      data_file, os.path.join(ckpt_dir, str(saved))))) == truncated_size
+  assert not os.path.exists(os.path.join(workdir, '.lock'))  # released at the end
 
   _assert_same_run(workdir, reference)
   # Logged training metrics of every step, those run twice included, agree.

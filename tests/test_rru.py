@@ -1,4 +1,4 @@
-"""RRU + STIM (papers/001): the RRU step and its scan against NumPy transcriptions of
+"""RRU + STIM (Liu et al., AAAI 2019): the RRU step and its scan against NumPy transcriptions of
 eq. 1-5, the time-shared BatchNorm statistics, the part-level triplet (eq. 10)
 against NumPy, full-size output shapes and head parameter counts
 (jax.eval_shape only), a tiny training forward with finite gradients, every
@@ -152,6 +152,26 @@ def test_scanned_rru_equals_python_loop_and_numpy(train):
   np.testing.assert_allclose(np.asarray(s), np.stack(loop_s, axis=1), atol=1e-6, rtol=0)
   expected, _ = np_rru(np.asarray(x, np.float64), _weights(variables['params']),
                        _np_bn(variables), stats='batch' if train else None)
+  np.testing.assert_allclose(np.asarray(s), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('train', [False, True])
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_hoisted_scan_equals_the_numpy_loop_of_eq_1_to_5(variant, train):
+  """The layer computes the S-independent block of the transition conv
+  (W_m (X_t - X_{t-1}) for 'full', W_x X_t for 'od') for all steps before the
+  scan; the result equals NumPy's per-step loop over the unsplit 1x1 conv of
+  the whole Z_i, for every gate variant, in eval and train mode, to 1e-5."""
+  branches, gate_input = VARIANTS[variant]
+  layer, variables, x = _layer_and_variables(variant, t=5, seed=4)
+  if train:
+    s, _ = jax.jit(lambda v, x: layer.apply(v, x, train=True, mutable=['batch_stats']))(
+        variables, x)
+  else:
+    s = jax.jit(layer.apply)(variables, x)
+  expected, _ = np_rru(np.asarray(x, np.float64), _weights(variables['params']),
+                       _np_bn(variables), branches, gate_input,
+                       stats='batch' if train else None)
   np.testing.assert_allclose(np.asarray(s), expected, atol=1e-5, rtol=0)
 
 

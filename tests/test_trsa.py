@@ -1,6 +1,7 @@
-"""TRSA (papers/004): the parameter-free spatial attention (eq. 1-3), Reg (eq. 4)
-and the focal loss (eq. 8) against NumPy transcriptions written from the
-paper; the model's outputs (full size by jax.eval_shape only); its configs."""
+"""TRSA (Wang & Zhao; [TRSA] in docs/references.md): the parameter-free spatial
+attention (eq. 1-3), Reg (eq. 4) and the focal loss (eq. 8) against NumPy
+transcriptions written from the paper; the model's outputs (full size by
+jax.eval_shape only); its configs."""
 
 import importlib
 
@@ -114,7 +115,7 @@ def test_temporal_reg_matches_eq4(shape):
 
 
 def test_temporal_reg_minimum_is_not_zero():
-  """Uniform attention gives h*w (1 - T/(h*w))^2 (shared/notes/seedcode.md section 5)."""
+  """Uniform attention gives h*w (1 - T/(h*w))^2 (docs/design.md, "Per-model decisions")."""
   t, h, w = 15, 16, 8
   uniform = jnp.full((2, t, h, w), 1.0 / (h * w))
   expected = h * w * (1 - t / (h * w)) ** 2

@@ -170,7 +170,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     root = find_root(os.fspath(dl_manager.manual_dir))
     index = duke_split_index(root)
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
-    return {split: self._generate_examples(index[split], root) for split in common.SPLITS}
+    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+        dl_manager.manual_dir, [root / split for split in common.SPLITS])
+    return {split: self._generate_examples(index[split], root, split)
+            for split in common.SPLITS}
 
-  def _generate_examples(self, tracklets, root):
-    yield from common.generate_examples(tracklets, root, 'jpeg')
+  def _generate_examples(self, tracklets, root, split):
+    yield from common.generate_examples(tracklets, root, 'jpeg', split=split)

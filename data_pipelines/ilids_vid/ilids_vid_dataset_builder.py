@@ -122,10 +122,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     tracklets['train'] = [_tracklet(root, person, camid)
                           for person in train_dirs for camid in (0, 1)]
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in tracklets.items()}
-    return {split: self._generate_examples(tracklets[split], root) for split in common.SPLITS}
+    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+        dl_manager.manual_dir, [root / _SEQUENCES, root / _SPLITS_MAT])
+    return {split: self._generate_examples(tracklets[split], root, split)
+            for split in common.SPLITS}
 
-  def _generate_examples(self, tracklets: Sequence[common.Tracklet], root: pathlib.Path):
-    yield from common.generate_examples(tracklets, root, 'png')
+  def _generate_examples(self, tracklets: Sequence[common.Tracklet], root: pathlib.Path,
+                         split: str):
+    yield from common.generate_examples(tracklets, root, 'png', split=split)
 
 
 def _person_dirs(camera_dir: pathlib.Path) -> list[str]:

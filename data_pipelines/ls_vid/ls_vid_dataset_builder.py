@@ -276,7 +276,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     root = find_root(os.fspath(dl_manager.manual_dir))
     index = lsvid_split_index(root)
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
-    return {split: self._generate_examples(index[split], root) for split in common.SPLITS}
+    # The lists, info_test.mat and the top folders of the frames (tracklet_train/, ...).
+    frame_dirs = {t.frames[0].split('/')[0] for ts in index.values() for t in ts}
+    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+        dl_manager.manual_dir, [root / f for f in (*LIST_FILES.values(), INFO_TEST)]
+        + [root / d for d in frame_dirs])
+    return {split: self._generate_examples(index[split], root, split)
+            for split in common.SPLITS}
 
-  def _generate_examples(self, tracklets, root):
-    yield from common.generate_examples(tracklets, root, 'jpeg')
+  def _generate_examples(self, tracklets, root, split):
+    yield from common.generate_examples(tracklets, root, 'jpeg', split=split)

@@ -43,8 +43,8 @@ and are skipped), ``mars_official`` ranks all test tracklets with junk ignored,
 Frames are ordered by the tracklet and frame numbers in their names (the
 ``T`` and ``F`` fields), not by name-list or directory order, and stored as the
 release's original JPEG bytes. Every frame is checked for existence before
-anything is written and for complete JPEG markers while it is read (see
-``data_pipelines/video_reid_common.py``).
+anything is written, and for complete JPEG markers and decoded once while it is
+read (see ``data_pipelines/video_reid_common.py``).
 """
 
 from __future__ import annotations
@@ -359,9 +359,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     check_frames_exist(index['query'] + index['gallery'], test_dir, 'info/test_name.txt',
                        'bbox_test.zip', root)
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
+    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+        root, [info_dir, train_dir, test_dir])
     dirs = {'train': train_dir, 'query': test_dir, 'gallery': test_dir}
-    return {split: self._generate_examples(index[split], dirs[split])
+    return {split: self._generate_examples(index[split], dirs[split], split)
             for split in common.SPLITS}
 
-  def _generate_examples(self, tracklets, image_dir):
-    yield from common.generate_examples(tracklets, image_dir, 'jpeg')
+  def _generate_examples(self, tracklets, image_dir, split):
+    yield from common.generate_examples(tracklets, image_dir, 'jpeg', split=split)

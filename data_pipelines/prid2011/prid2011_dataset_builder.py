@@ -123,7 +123,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         expected=f'the PRID-2011 release ({_MULTI_SHOT}/cam_a and cam_b, and {SPLITS_FILE}), '
         'in the manual folder or in one subfolder of it', todo=_LAYOUT_REDO)
     split_index = self.builder_config.split_index
-    test, train = read_split(_find_splits_file(root, manual_dir), split_index)
+    splits_file = _find_splits_file(root, manual_dir)
+    test, train = read_split(splits_file, split_index)
     self.info.metadata['split_index'] = split_index
     self.info.metadata['test_persons'] = test
     self.info.metadata['train_persons'] = train
@@ -136,10 +137,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  for name, camid in (('query', 0), ('gallery', 1))}
     tracklets['train'] = [tracklet(person, camid) for person in train for camid in (0, 1)]
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in tracklets.items()}
-    return {split: self._generate_examples(tracklets[split], root) for split in common.SPLITS}
+    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+        manual_dir, [root / _MULTI_SHOT / cam for cam in _CAMERAS] + [splits_file])
+    return {split: self._generate_examples(tracklets[split], root, split)
+            for split in common.SPLITS}
 
-  def _generate_examples(self, tracklets: Sequence[common.Tracklet], root: pathlib.Path):
-    yield from common.generate_examples(tracklets, root, 'png')
+  def _generate_examples(self, tracklets: Sequence[common.Tracklet], root: pathlib.Path,
+                         split: str):
+    yield from common.generate_examples(tracklets, root, 'png', split=split)
 
 
 def _find_splits_file(root: pathlib.Path, manual_dir: pathlib.Path) -> pathlib.Path:

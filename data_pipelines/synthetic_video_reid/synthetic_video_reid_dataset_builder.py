@@ -215,11 +215,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(),
     )
 
+  def provenance(self) -> dict:
+    """What identifies a prepared copy of this config: its generation parameters.
+
+    The data is regenerated deterministically from them, so they are its whole
+    source; ``datasets.prepare`` refuses a copy stored under this config's name
+    whose ``metadata.json`` holds other ones (a config object reusing a name).
+    """
+    return {'generation_params': dataclasses.asdict(self.builder_config.generation_params())}
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
     params = self.builder_config.generation_params()
     plan = splits_lib.make_split_plan(params)
-    self.info.metadata['generation_params'] = dataclasses.asdict(params)
+    self.info.metadata.update(self.provenance())  # {'generation_params': ...}
     self.info.metadata['twin_pairs'] = [list(p) for p in plan.twin_pairs]
     self.info.metadata['plan_stats'] = plan.stats()
     return {name: self._generate_examples(plan, name) for name in splits_lib.SPLITS}

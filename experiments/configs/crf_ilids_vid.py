@@ -1,8 +1,9 @@
-r"""CRF (CNN + RNN fusion; papers/002) on iLIDS-VID, as the paper and McLaughlin's code.
+r"""CRF (CNN + RNN fusion; [CRF] in docs/references.md) on iLIDS-VID, as the paper
+and McLaughlin's code.
 
 The paper takes its input and training set-up from McLaughlin et al. (its
-[14]; shared/notes/seedcode.md section 3) and adds x_C (eq. 6), the softmax
-of eq. 9 on x_F and the body-part fusion (eq. 10):
+[14]; official Torch7 code niallmcl/Recurrent-Convolutional-Video-ReID) and adds
+x_C (eq. 6), the softmax of eq. 9 on x_F and the body-part fusion (eq. 10):
 
   * input: YUV + 2 optical-flow channels (Farneback here, Lucas-Kanade there;
     data_pipelines/optical_flow.py), frames resized to 64 x 48 (the code);

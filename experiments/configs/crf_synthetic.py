@@ -1,4 +1,5 @@
-r"""CRF (papers/002) on the built-in synthetic dataset; Table 3's variants after the file name.
+r"""CRF ([CRF] in docs/references.md) on the built-in synthetic dataset; Table 3's
+variants after the file name.
 
   python -m experiments.train --config=experiments/configs/crf_synthetic.py:cnn_rnn \
       --workdir=/tmp/jaxreid/crf_synthetic [--config.model.region=upper]

@@ -1,4 +1,4 @@
-r"""Two-stream M3D + RAL (Li, Zhang, Huang, AAAI 2019; papers/003) on MARS, as the paper.
+r"""Two-stream M3D + RAL (Li, Zhang, Huang, AAAI 2019) on MARS, as the paper.
 
 Both streams are ResNet-50s (ImageNet weights through ``config.pretrained``);
 the temporal one has M3D layers at the first block of each stage (n = 3
@@ -66,6 +66,9 @@ def get_config():
       temporal='m3d',  # M3D layers at the first block of each stage
       clip_len=8,  # fixes n = floor((T - 1) / 2) = 3
       m3d_branch_norm=False,  # True: the official code's BN + ReLU per temporal kernel
+      # P3D blocks (--config.model.temporal=p3d_*): BN + ReLU per path as the M3D
+      # authors' code ('per_path'), or one bn2 + ReLU after the block as AP3D's.
+      p3d_norm='per_path',
       ral='sct',  # RAL with spatial, channel and temporal branches
       ral_channel_relu=False,  # True: the official code's ReLU ending the channel branch
       feature_dim=0,  # 128: the official code's Linear(2048 -> 128) feature

@@ -32,7 +32,8 @@ def get_config(variant: str = 'two_stream'):
                      f'{", ".join(VARIANTS)}.')
   c = synthetic_baseline.get_config()
   model = dict(backbone='resnet18', backbone_width=16, last_stride=1, clip_len=c.clip_len,
-               feature_dim=0)
+               feature_dim=0,
+               p3d_norm='per_path')  # P3D: the M3D authors' BN per path, or AP3D's 'after_block'
   if variant == 'two_stream':
     c.model_name = 'two_stream_m3d'
     model.update(temporal='m3d', ral='sct', normalize_streams=False)

@@ -1,4 +1,4 @@
-r"""MSTN (Wang, He, Gao, Huang; papers/000) on MARS, as far as the paper says.
+r"""MSTN (Wang, He, Gao, Huang; [MSTN] in docs/references.md) on MARS, as far as the paper says.
 
 From the paper: ResNet-50 multi-scale extractor (C2..C5, 1x1 convolutions,
 C2/C3 average-pooled and C5 upsampled to C4's grid, f1 with its own softmax,
@@ -14,9 +14,9 @@ released with the dataset (section 4.2: 'mars_official').
 
 Not in the paper (optimizer, learning rate, schedule, input size, P, margin,
 epsilon, augmentation): we take the video re-ID baseline that the paper's
-objective follows, jiyanggao/Video-Person-ReID (shared/notes/seedcode.md
-section 6): 256 x 128 input (the standard ResNet re-ID size; the shape guide
-of seedcode.md section 1), P = 8 (batch 32 = 8 x 4), Adam lr 3e-4, weight
+objective follows, jiyanggao/Video-Person-ReID
+(its main_video_person_reid.py): 256 x 128 input (the standard ResNet re-ID
+size, which puts C4 on a 16 x 8 grid), P = 8 (batch 32 = 8 x 4), Adam lr 3e-4, weight
 decay 5e-4, 800 epochs with the rate divided by 10 every 200, margin 0.3,
 epsilon 0.1, horizontal flip; the ImageNet ResNet-50 through
 ``config.pretrained``. Widths the paper leaves open: 256 channels per scale

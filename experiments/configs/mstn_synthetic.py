@@ -1,4 +1,4 @@
-r"""MSTN (papers/000) and its Table 1 rows on the built-in synthetic dataset.
+r"""MSTN ([MSTN] in docs/references.md) and its Table 1 rows on the built-in synthetic dataset.
 
 A variant is chosen after the file name (default full):
 

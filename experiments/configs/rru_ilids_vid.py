@@ -1,4 +1,4 @@
-r"""RRU + STIM (Liu, Yuan, Zhou, Li, AAAI 2019; papers/001) on iLIDS-VID, as the paper.
+r"""RRU + STIM (Liu, Yuan, Zhou, Li, AAAI 2019) on iLIDS-VID, as the paper.
 
 Inception-v3 (ImageNet, through ``config.pretrained``) on 299 x 299 frames,
 Mixed_7c maps (8 x 8 x 2048) refined by the RRU, integrated by STIM into the
@@ -12,8 +12,8 @@ backbone, weight decay 5e-4. Test: cosine distance between video features.
   python -m experiments.train --config=experiments/configs/rru_ilids_vid.py \
       --workdir=workdir/rru_ilids_vid --config.pretrained=inception_v3.safetensors
 
-Schedule: the paper gives none. The official code (notes/seedcode.md section
-2) never decays the rate (its MultiStepLR milestone is never reached) and
+Schedule: the paper gives none. The official code (yolomax/person-reid-lib)
+never decays the rate (its MultiStepLR milestone is never reached) and
 tests every 20 epochs up to 900; an epoch is one pass of its
 identity-exhausting sampler, floor(num_ids / N) batches (150 training
 identities -> 15 steps). So: 900 epochs at a constant rate.

@@ -1,4 +1,5 @@
-r"""RRU + STIM (papers/001) on the built-in synthetic dataset, one small config per variant.
+r"""RRU + STIM (Liu et al., AAAI 2019) on the built-in synthetic dataset, one small
+config per variant.
 
 A variant is chosen after the file name (default full):
 

@@ -1,4 +1,4 @@
-r"""TRSA (Wang & Zhao; papers/004) on iLIDS-VID, as the paper's section 3.2.
+r"""TRSA (Wang & Zhao; [TRSA] in docs/references.md) on iLIDS-VID, as the paper's section 3.2.
 
 ResNet-50 (ImageNet, last stride 1) + parameter-free spatial attention + GAP
 + temporal average pooling; L_f (eq. 8 focal loss, gamma 2) + L_v (batch-hard

@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   temporal: str = '2d'  # what conv1 becomes (temporal_conv.TEMPORAL_BLOCKS)
   time_steps: int = 1  # T of the folded input (N = B*T)
-  temporal_options: Any = None  # num_kernels, clip_len, branch_norm
+  temporal_options: Any = None  # num_kernels, clip_len, branch_norm, p3d_norm
   expansion = 1
 
   @nn.compact
@@ -79,7 +79,7 @@ class Bottleneck(nn.Module):
   strides: int = 1
   temporal: str = '2d'  # what conv2 becomes (temporal_conv.TEMPORAL_BLOCKS)
   time_steps: int = 1  # T of the folded input (N = B*T)
-  temporal_options: Any = None  # num_kernels, clip_len, branch_norm
+  temporal_options: Any = None  # num_kernels, clip_len, branch_norm, p3d_norm
   expansion = 4
 
   @nn.compact
@@ -122,6 +122,10 @@ class ResNet(nn.Module):
     m3d_kernels: n for every M3D layer instead (None: from clip_len), or one
       n per stage (the official code's layout: (3, 3, 2, 1) for T = 8).
     m3d_branch_norm: BN + ReLU after each temporal kernel (official code).
+    p3d_norm: where P3D-A/B/C put BN + ReLU: 'per_path' (the M3D authors'
+      baselines, behind the paper's Table 1: a ``temporal_bn`` + ReLU on the
+      temporal path) or 'after_block' (AP3D: ``bn2`` + ReLU after the whole
+      spatial + temporal block); ``temporal_conv.P3D_NORMS``.
     ral_stages: 1-based stages followed by a RAL (the paper: (1, 2, 3)).
     ral_branches: the RALs' branches, a subset of 'sct'.
     ral_channel_relu: the official code's ReLU ending the channel branch.
@@ -136,6 +140,7 @@ class ResNet(nn.Module):
   clip_len: int = 8
   m3d_kernels: Any = None
   m3d_branch_norm: bool = False
+  p3d_norm: str = 'per_path'
   ral_stages: Sequence[int] = ()
   ral_branches: str = 'sct'
   ral_channel_relu: bool = False
@@ -144,6 +149,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):  # (N, H, W, 3) or (B, T, H, W, 3) normalized
     kinds = resolve_temporal_blocks(self.temporal_blocks, self.stage_sizes)
+    if self.p3d_norm not in temporal_conv.P3D_NORMS:  # checked even where no P3D block uses it
+      raise ValueError(f'Unknown p3d_norm {self.p3d_norm!r}; valid choices: '
+                       f'{", ".join(temporal_conv.P3D_NORMS)}.')
     video = x.ndim == 5
     if not video and (self.ral_stages or any(k != '2d' for stage in kinds for k in stage)):
       raise ValueError('A backbone with temporal blocks or RAL takes clips (B, T, H, W, 3); '
@@ -152,7 +160,7 @@ class ResNet(nn.Module):
     if video:
       x = x.reshape((batch_size * time_steps,) + x.shape[2:])  # (B*T, H, W, 3), time inner
     options = dict(num_kernels=self.m3d_kernels, clip_len=self.clip_len,
-                   branch_norm=self.m3d_branch_norm, dtype=self.dtype)
+                   branch_norm=self.m3d_branch_norm, p3d_norm=self.p3d_norm, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     # torch.nn.BatchNorm2d defaults: momentum 0.1 (= Flax 0.9), eps 1e-5.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,

@@ -292,9 +292,11 @@ def rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
       combined matrix whose maximum is <= 0 (normalisation undefined).
   """
   _check_params(k1, k2, lambda_value)
-  q_g = np.asarray(q_g_dist, np.float32)
-  q_q = np.asarray(q_q_dist, np.float32)
-  g_g = np.asarray(g_g_dist, np.float32)
+  # C-contiguous float32 once (no copy if they already are), so strided views,
+  # Fortran order, other dtypes and JAX arrays all take one path below.
+  q_g = np.ascontiguousarray(q_g_dist, dtype=np.float32)
+  q_q = np.ascontiguousarray(q_q_dist, dtype=np.float32)
+  g_g = np.ascontiguousarray(g_g_dist, dtype=np.float32)
   _check_blocks(q_g, q_q, g_g)
   num_query, num_gallery = q_g.shape
   dist = np.block([[q_q, q_g], [q_g.T, g_g]])  # (N, N)

@@ -1,7 +1,7 @@
 """Query/gallery evaluation of a trained model: tracklet features, distances,
 ranking metrics, and per-subset rank-1 (e.g. the synthetic gait twins).
 
-The data side is reached only through plain numpy batches (DESIGN.md section 3):
+The data side is reached only through plain numpy batches (docs/design.md, "Data contract"):
 ``eval_batches(split)`` yields padded chunks with 'frames', 'tracklet', 'mask';
 ``split_labels(split)`` gives per-tracklet 'pid', 'camid' and optional boolean
 subset masks under 'subsets'.
@@ -21,6 +21,7 @@ from jaxreid.training import sharding
 from jaxreid.training.step import MODEL_INPUT_KEYS
 
 RANKS = (1, 5, 10, 20)
+_PROGRESS_SECONDS = 10  # a progress line at least this often while extracting
 
 
 def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mapping],
@@ -40,6 +41,8 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   """
   sums, counts = None, np.zeros(num_tracklets, np.int64)
   start, num_chunks = time.time(), 0
+  last_report = start
+  logging.info('Extracting %s: %d tracklets ...', name, num_tracklets)
   for i, batch in enumerate(batches):
     # Every process reads the same padded batch and feeds only its own rows;
     # the embeddings come back gathered with their rows' tracklet and mask.
@@ -57,9 +60,10 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
     np.add.at(sums, batch['tracklet'][mask], emb[mask])
     np.add.at(counts, batch['tracklet'][mask], 1)
     num_chunks += int(mask.sum())
-    if (i + 1) % 50 == 0:
+    if time.time() - last_report >= _PROGRESS_SECONDS:
+      last_report = time.time()
       done = counts.astype(bool).mean()
-      elapsed = time.time() - start
+      elapsed = last_report - start
       logging.info('Extracting %s: %d chunks, %.0f%% of tracklets, ETA %.0fs', name,
                    num_chunks, 100 * done, elapsed * (1 - done) / max(done, 1e-9))
   if sums is None or (counts == 0).any():
@@ -82,7 +86,7 @@ def _process_rows(batch_size: int):
 
 
 def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
-  """The gallery each protocol ranks (notes/datasets.md section 1).
+  """The gallery each protocol ranks (docs/design.md, "Evaluation contract").
 
   torchreid and with_query_in_gallery drop junk (pid -1) tracklets, as
   torchreid's loaders do (ranking prepends the queries for the latter);

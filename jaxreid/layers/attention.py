@@ -21,7 +21,8 @@ is zero (the channel branch, else the first present) and the others keep a
 random init; the zero one then has a non-zero gradient and the rest follow
 after the first update. ``zero_init='all'`` is the literal version. Layer
 order conv -> ReLU -> BN and the absence
-of biases follow the official code (notes/seedcode.md section 4); its channel
+of biases follow the official code (``Attention`` in
+ResNet50-M3D/model/M3D_attention.py of ljn114514/M3D); its channel
 branch also ends with a ReLU (``channel_relu``), not in the paper.
 
 ``branches`` selects a subset ('s', 'c', 't'; Table 2's RAL(s), RAL(c),

@@ -14,14 +14,22 @@ with S_0 = X_0 (the paper's "X_0 and S_0 are initialized with X_1"; with it
 the first gate input is all zeros and the first output is X_0 itself, which
 is what we return without computing that gate).
 
-``RRUCell`` is one step; ``RRU`` scans it over time with ``nn.scan``, its
-parameters broadcast (one set for every step, DESIGN.md section 4). The
+``RRUCell`` is one step; ``RRU`` scans it over time with ``lax.scan``, one set
+of parameters for every step (docs/design.md "Model contract"). The
 motion term X_t - X_{t-1} does not depend on the recurrence, so it is computed
-for all t in one batched pass before the scan.
+for all t in one batched pass before the scan, and so is its share of the
+transition conv: a 1x1 conv of a channel concatenation is the sum of the convs
+of its blocks, W [X_t - S_{t-1}, M_t] = W_a (X_t - S_{t-1}) + W_m M_t, and
+W_m M_t ('full'; W_x X_t for 'od') is one batched matmul over all steps
+before the scan, which then only computes the block that depends on S_{t-1}
+(the kernel stays one (1, 1, C_in, F) parameter, sliced at apply time).
+X_t - S_{t-1} itself is not split into W_a X_t - W_a S_{t-1}: that would
+round X_t and S_{t-1} apart (in bfloat16 visibly) where their difference is
+small.
 
 BatchNorm in the recurrence (the transition layer's BN). Its input at step t
-depends on S_{t-1}, so it cannot be batched over time, and DESIGN.md keeps
-BatchNorm variables out of scanned cells. ``TimeSharedBatchNorm`` therefore
+depends on S_{t-1}, so it cannot be batched over time, and the model contract
+(docs/design.md) keeps BatchNorm variables out of scanned cells. ``TimeSharedBatchNorm`` therefore
 owns the variables outside the scan (one scale and bias, one running mean and
 variance for every time step) and hands them to the cell as broadcast
 arguments:
@@ -43,9 +51,10 @@ over channels), 'c' (RRU(c): Z = sigmoid(Z_c), broadcast over positions) or
 (RRU(od): [X_t, S_{t-1}]) or 'full' (eq. 1).
 """
 
-from typing import Any, Optional
+from typing import Any, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 GATE_BRANCHES = ('sc', 's', 'c')
@@ -60,6 +69,22 @@ def check_options(gate_branches: str, gate_input: str) -> None:
   if gate_input not in GATE_INPUTS:
     raise ValueError(f'Unknown RRU gate_input {gate_input!r}; valid choices: '
                      f'{", ".join(GATE_INPUTS)} (full: eq. 1, ad: RRU(ad), od: RRU(od)).')
+
+
+class _Kernel(nn.Module):
+  """A bias-free nn.Dense / 1x1 nn.Conv's parameter alone: 'kernel' of `shape`
+  with their lecun-normal initializer, returned as an array."""
+  shape: Tuple[int, ...]
+
+  @nn.compact
+  def __call__(self):
+    return self.param('kernel', nn.initializers.lecun_normal(), tuple(self.shape), jnp.float32)
+
+
+def _dense(x, kernel, dtype, out_dtype=jnp.float32):
+  """x (..., C_in) @ kernel (C_in, C_out) in `dtype` (what nn.Dense and a 1x1
+  nn.Conv compute), cast to `out_dtype`."""
+  return jnp.dot(x.astype(dtype), kernel.astype(dtype)).astype(out_dtype)
 
 
 class TimeSharedBatchNorm(nn.Module):
@@ -115,7 +140,6 @@ class RRUCell(nn.Module):
   bn_epsilon: float = 1e-3
   dtype: Any = jnp.float32
 
-  @nn.compact
   def __call__(self, s_prev, inputs, norm):
     """Args:
       s_prev: S_{t-1} (B, H, W, C) float32.
@@ -127,17 +151,54 @@ class RRUCell(nn.Module):
       the transition conv's output (F,) each in train mode, else None.
     """
     check_options(self.gate_branches, self.gate_input)
+    weights = self.weights(*inputs['x'].shape[1:])
+    return self.step(weights, s_prev, inputs, self.carry_free_input(weights, inputs), norm)
+
+  @nn.compact
+  def weights(self, height: int, width: int, channels: int):
+    """The cell's parameters as arrays (created on first use), under the names
+    and initializers of the nn.Conv / nn.Dense layers they stand for:
+    'transition_conv' (1, 1, C_in, F) with C_in = 2C ('full', 'od') or C
+    ('ad'), 'spatial_fc1' (HW, hidden), 'spatial_fc2' (hidden, HW),
+    'channel_fc' (F, C), the last three as the gate branches need them."""
+    check_options(self.gate_branches, self.gate_input)
+    f = self.transition_features
+    in_features = channels if self.gate_input == 'ad' else 2 * channels
+    shapes = {'transition_conv': (1, 1, in_features, f)}
+    if 's' in self.gate_branches:
+      shapes['spatial_fc1'] = (height * width, self.spatial_hidden)
+      shapes['spatial_fc2'] = (self.spatial_hidden, height * width)
+    if 'c' in self.gate_branches:
+      shapes['channel_fc'] = (f, channels)
+    return {name: _Kernel(shape, name=name)() for name, shape in shapes.items()}
+
+  def carry_free_input(self, weights, inputs):
+    """The part of the transition conv's output that does not depend on
+    S_{t-1}: W_m (X_t - X_{t-1}) for 'full' (the motion half of eq. 1's Z_i),
+    W_x X_t for 'od', None for 'ad' (all of X_t - S_{t-1} depends on it).
+    Works on any leading axes, so `RRU` computes it for all steps at once."""
+    kernel = weights['transition_conv'][0, 0]  # (C_in, F)
+    channels = inputs['x'].shape[-1]
+    if self.gate_input == 'full':
+      return _dense(inputs['motion'], kernel[channels:], self.dtype)
+    if self.gate_input == 'od':
+      return _dense(inputs['x'], kernel[:channels], self.dtype)
+    return None
+
+  def step(self, weights, s_prev, inputs, carry_free, norm):
+    """Eq. 1-5 given `carry_free_input`'s part of the transition conv."""
     x = inputs['x']  # (B, H, W, C)
     batch, height, width, channels = x.shape
-    if self.gate_input == 'full':  # eq. 1: appearance difference, motion
-      z_i = jnp.concatenate([x - s_prev, inputs['motion']], axis=-1)  # (B, H, W, 2C)
-    elif self.gate_input == 'ad':
-      z_i = x - s_prev  # (B, H, W, C)
-    else:  # 'od': the raw pair, no explicit differences
-      z_i = jnp.concatenate([x, s_prev], axis=-1)  # (B, H, W, 2C)
-    # Transition layer: 1x1 conv (no bias: BN follows) + BN + ReLU.
-    u = nn.Conv(self.transition_features, (1, 1), use_bias=False, dtype=self.dtype,
-                name='transition_conv')(z_i.astype(self.dtype)).astype(jnp.float32)
+    kernel = weights['transition_conv'][0, 0]  # (C_in, F)
+    # Transition layer: 1x1 conv (no bias: BN follows) + BN + ReLU. The conv
+    # of Z_i is the sum of the convs of its channel blocks; only the blocks
+    # that depend on S_{t-1} are computed here.
+    if self.gate_input == 'full':  # eq. 1: [X_t - S_{t-1}, X_t - X_{t-1}]
+      u = _dense(x - s_prev, kernel[:channels], self.dtype) + carry_free
+    elif self.gate_input == 'ad':  # [X_t - S_{t-1}]
+      u = _dense(x - s_prev, kernel, self.dtype)
+    else:  # 'od': the raw pair [X_t, S_{t-1}], no explicit differences
+      u = carry_free + _dense(s_prev, kernel[channels:], self.dtype)
     if self.train:
       mean = jnp.mean(u, axis=(0, 1, 2))  # (F,), this step's batch statistics
       meansq = jnp.mean(jnp.square(u), axis=(0, 1, 2))
@@ -150,14 +211,11 @@ class RRUCell(nn.Module):
     logit = jnp.ones((), jnp.float32)
     if 's' in self.gate_branches:  # eq. 2: cross-channel mean, FC(HW -> 128), ReLU, FC(128 -> HW)
       pooled = jnp.mean(z_t, axis=-1).reshape(batch, height * width)  # (B, HW)
-      z_s = nn.Dense(self.spatial_hidden, use_bias=False, dtype=self.dtype,
-                     name='spatial_fc1')(pooled.astype(self.dtype))
-      z_s = nn.Dense(height * width, use_bias=False, dtype=self.dtype,
-                     name='spatial_fc2')(nn.relu(z_s))  # (B, HW)
+      z_s = _dense(pooled, weights['spatial_fc1'], self.dtype, out_dtype=self.dtype)
+      z_s = _dense(nn.relu(z_s), weights['spatial_fc2'], self.dtype)  # (B, HW)
       logit = logit * z_s.astype(jnp.float32).reshape(batch, height, width, 1)
     if 'c' in self.gate_branches:  # eq. 3: spatial mean, FC(256 -> C)
-      z_c = nn.Dense(channels, use_bias=False, dtype=self.dtype,
-                     name='channel_fc')(jnp.mean(z_t, axis=(1, 2)).astype(self.dtype))  # (B, C)
+      z_c = _dense(jnp.mean(z_t, axis=(1, 2)), weights['channel_fc'], self.dtype)  # (B, C)
       logit = logit * z_c.astype(jnp.float32).reshape(batch, 1, 1, channels)
     z = nn.sigmoid(logit)  # eq. 4: (B, H, W, C) after broadcasting
     s_t = (1.0 - z) * s_prev + z * x  # eq. 5
@@ -191,31 +249,29 @@ class RRU(nn.Module):
                      dtype=self.dtype)
     x_tm = jnp.moveaxis(x, 1, 0)  # (T, B, H, W, C), time-major for the scan
     s_0 = x_tm[0]  # S_0 = X_0
+    cell = RRUCell(**cell_args, name='cell')
+    weights = cell.weights(*x.shape[2:])  # one set for every step (any T, also T = 1)
     if x_tm.shape[0] == 1:
-      if self.is_initializing():  # create the cell's parameters all the same
-        RRUCell(**cell_args, name='cell')(s_0, _step_inputs(x_tm, self.gate_input, 0), norm)
       return x
-    scan = nn.scan(RRUCell, variable_broadcast='params', split_rngs={'params': False},
-                   in_axes=(0, nn.broadcast), out_axes=0)
-    _, (s_rest, moments) = scan(**cell_args, name='cell')(
-        s_0, _step_inputs(x_tm, self.gate_input), norm)
+    inputs = _step_inputs(x_tm, self.gate_input)  # (T-1, B, H, W, C) each
+    # Hoisted out of the scan: the S-independent part of the transition conv
+    # for all steps in one batched matmul ((T-1) * B * H * W rows).
+    carry_free = cell.carry_free_input(weights, inputs)  # (T-1, B, H, W, F) or None
+
+    def step(s_prev, scanned):
+      inputs_t, carry_free_t = scanned
+      return cell.step(weights, s_prev, inputs_t, carry_free_t, norm)
+
+    _, (s_rest, moments) = jax.lax.scan(step, s_0, (inputs, carry_free))
     if train:
       bn(moments)  # one update with the statistics of steps 1..T-1 together
     s = jnp.concatenate([s_0[None], s_rest], axis=0)  # (T, B, H, W, C)
     return jnp.moveaxis(s, 0, 1)  # (B, T, H, W, C)
 
 
-def _step_inputs(x_tm, gate_input: str, only_step: Optional[int] = None):
+def _step_inputs(x_tm, gate_input: str):
   """The scanned inputs of steps 1..T-1: X_t and, for the 'full' gate, the
-  motion X_t - X_{t-1}, computed for all t in one batched pass. With
-  `only_step`, the inputs of that single step (zero motion at t = 0)."""
-  if only_step is not None:
-    x = x_tm[only_step]  # (B, H, W, C)
-    prev = x_tm[only_step - 1] if only_step else x
-    inputs = {'x': x}
-    if gate_input == 'full':
-      inputs['motion'] = x - prev
-    return inputs
+  motion X_t - X_{t-1}, computed for all t in one batched pass."""
   inputs = {'x': x_tm[1:]}  # (T-1, B, H, W, C)
   if gate_input == 'full':
     inputs['motion'] = x_tm[1:] - x_tm[:-1]  # (T-1, B, H, W, C)

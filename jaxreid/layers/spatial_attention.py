@@ -8,7 +8,8 @@ For a frame's feature map f (H, W, C):
 
 There are no parameters. The only public code near it (Spatial-Re-Scaling,
 arXiv:1811.12150) normalises the channel *mean* by its spatial sum, with no
-exponential (shared/notes/seedcode.md section 5); this module implements the
+exponential (``SpatialAttn`` in reid/models/reSAnet.py of
+HRanWang/Spatial-Re-Scaling); this module implements the
 TRSA text. ``reduce='mean'`` (softmax of the channel mean, i.e. a temperature
 of C) is offered because the channel sum of a 2048-channel ReLU map makes the
 softmax nearly one-hot; the paper's choice, and the default, is 'sum'.

@@ -8,7 +8,7 @@ W, 256); the video feature f is O averaged over T, H and W (eq. 6).
 The convolutions have no bias (a BN follows; the official code's
 ``bias=False``); the BNs are PyTorch's BatchNorm3d defaults (eps 1e-5,
 momentum 0.1), statistics over (B, T, H, W): time folded into the batch, so
-shared across time as DESIGN.md asks.
+shared across time as the model contract asks (docs/design.md, "Model contract").
 """
 
 import functools

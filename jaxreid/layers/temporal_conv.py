@@ -16,9 +16,23 @@ ImageNet / 2D weights load unchanged; the temporal parts are new variables
   ------  ----------------------------------------------------------------  -----------
   m3d     S = relu(bn2(conv2 x));  y = S + sum_{i=1..n} T_i(S), T_i dilated i   = 2D (T_i = 0)
   i3d     y = relu(bn2(conv2_3x3x3 x)), kernel centred on the 2D one            = 2D
-  p3d_a   S = relu(bn2(conv2 x));  y = relu(temporal_bn(T(S))), T = identity    != 2D (BN)
-  p3d_b   y = relu(bn2(conv2 x)) + T(x), T strided like conv2                   = 2D (T = 0)
-  p3d_c   S = relu(bn2(conv2 x));  y = S + T(S)  (= m3d with n = 1)             = 2D (T = 0)
+
+P3D-A/B/C (Qiu, Yao, Mei, ICCV 2017) exist in two constructions, chosen by
+``p3d_norm`` (tb = ``temporal_bn``, T_s = T on the spatially strided input):
+
+  p3d_norm='per_path' (default): the M3D authors' own baselines (ljn114514/M3D,
+  ResNet50-P3D/model/P3D_{A,B,C}.py), which produced the M3D paper's Table 1;
+  every path gets its own BN + ReLU
+  p3d_a   S = relu(bn2(conv2 x));  y = relu(tb(T(S))), T = identity at init   != 2D (BN)
+  p3d_b   y = relu(bn2(conv2 x)) + relu(tb(T_s(x)))                          = 2D (T = 0)
+  p3d_c   S = relu(bn2(conv2 x));  y = S + relu(tb(T(S)))                    = 2D (T = 0)
+
+  p3d_norm='after_block': AP3D's blocks (guxinqian/AP3D, models/AP3D.py P3DA/B/C,
+  models/ResNet.py Bottleneck3D): they replace only the convolution, and the
+  bottleneck's bn2 + ReLU follow the whole spatial + temporal block
+  p3d_a   y = relu(bn2(T(conv2 x))), T = identity at init                   = 2D
+  p3d_b   y = relu(bn2(conv2 x + T_s(x)))                                   = 2D (T = 0)
+  p3d_c   S = conv2 x;  y = relu(bn2(S + T(S)))                             = 2D (T = 0)
 
 A temporal convolution (paper eq. 5) is y_t = sum_{a=-1..1} x_{t+a*i} W_a with
 zero padding at the clip's borders (x_t = 0 for t outside [0, T)), i.e. torch's
@@ -33,6 +47,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 TEMPORAL_BLOCKS = ('2d', 'm3d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c')
+# Where the P3D blocks put BN + ReLU (see the module docstring).
+P3D_NORMS = ('per_path', 'after_block')
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -122,8 +138,9 @@ class TemporalConv(nn.Module):
 
 def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: ModuleDef,
                         time_steps: int, strides: int = 1, num_kernels: Optional[int] = None,
-                        clip_len: int = 8, branch_norm: bool = False, dtype: Any = jnp.float32,
-                        conv_name: str = 'conv2', norm_name: str = 'bn2'):
+                        clip_len: int = 8, branch_norm: bool = False, p3d_norm: str = 'per_path',
+                        dtype: Any = jnp.float32, conv_name: str = 'conv2',
+                        norm_name: str = 'bn2'):
   """The 3x3 convolution of a bottleneck (conv2 + bn2 + ReLU) as block `kind`.
 
   Call it inside a ``nn.compact`` method: its modules (``conv2``, ``bn2``,
@@ -143,6 +160,10 @@ def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: M
       seen at eval time).
     branch_norm: the official code's M3D branch, T_i -> BN -> ReLU (default:
       the paper's eq. 4-5, plain T_i).
+    p3d_norm: where the P3D blocks put BN + ReLU: 'per_path' (the M3D authors'
+      baselines: after the spatial conv and, with ``temporal_bn``, after the
+      temporal one) or 'after_block' (AP3D: ``bn2`` + ReLU after the sum / the
+      serial pair only).
     conv_name, norm_name: names of the spatial conv and its BatchNorm (a basic
       block's first 3x3 is ``conv1`` / ``bn1``).
   Returns:
@@ -159,20 +180,38 @@ def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: M
     return TemporalConv(features, dilation=dilation, time_steps=time_steps, strides=stride,
                         kernel_init=init, dtype=dtype, name=name)
 
+  if p3d_norm not in P3D_NORMS:
+    raise ValueError(f'Unknown p3d_norm {p3d_norm!r}; valid choices: {", ".join(P3D_NORMS)}.')
+
+  def bn_relu(inputs, name):
+    return nn.relu(norm(name=name)(inputs))
+
   if kind == 'i3d':
     y = conv(features, (3, 3, 3), (1, strides, strides), padding=((1, 1), (1, 1), (1, 1)),
              kernel_init=center_init(), name=conv_name)(unfold(x, time_steps))
-    return nn.relu(norm(name=norm_name)(fold(y)))
-  s = nn.relu(norm(name=norm_name)(spatial(x)))
+    return bn_relu(fold(y), norm_name)
+  if kind.startswith('p3d') and p3d_norm == 'after_block':
+    # AP3D: the block replaces conv2 only; bn2 + ReLU follow it whole.
+    s = spatial(x)  # (B*T, H/s, W/s, features), no BN yet
+    if kind == 'p3d_a':  # serial: T(S(x))
+      y = temporal('temporal_conv', init=identity_center_init)(s)
+    elif kind == 'p3d_b':  # parallel: S(x) + T(x), T strided in space like S
+      y = s + temporal('temporal_conv', stride=strides)(x)
+    else:  # p3d_c, residual: S(x) + T(S(x))
+      y = s + temporal('temporal_conv')(s)
+    return bn_relu(y, norm_name)
+  s = bn_relu(spatial(x), norm_name)  # (B*T, H/s, W/s, features)
   if kind == '2d':
     return s
+  # P3D, per path (the M3D authors' P3D_A/B/C.py): BN + ReLU on the temporal
+  # path too. T starts at 0 in B and C, so relu(temporal_bn(0)) = 0 (eval: the
+  # initial statistics; train: the batch mean and variance of 0 are 0).
   if kind == 'p3d_b':  # parallel: the temporal path sees the block's input
-    return s + temporal('temporal_conv', stride=strides)(x)
+    return s + bn_relu(temporal('temporal_conv', stride=strides)(x), 'temporal_bn')
   if kind == 'p3d_a':  # serial
-    t = temporal('temporal_conv', init=identity_center_init)(s)
-    return nn.relu(norm(name='temporal_bn')(t))
+    return bn_relu(temporal('temporal_conv', init=identity_center_init)(s), 'temporal_bn')
   if kind == 'p3d_c':  # residual
-    return s + temporal('temporal_conv')(s)
+    return s + bn_relu(temporal('temporal_conv')(s), 'temporal_bn')
   n = num_kernels if num_kernels is not None else default_num_kernels(clip_len)
   y = s
   for i in range(1, n + 1):  # m3d, eq. 4

@@ -2,7 +2,8 @@
 
 Every model maps (B, T, H, W, 3) uint8 frames to a dict with ``embedding``
 (B, D) for retrieval, ``logits`` (B, num_classes) when it has a classifier, and
-whatever its losses need (DESIGN.md section 4).
+whatever its losses need (docs/design.md, "Model contract"). Bracketed keys
+such as [CRF] are entries of docs/references.md.
 """
 
 from jaxreid.models import baselines
@@ -17,7 +18,7 @@ MODELS = {
     'video_resnet': m3d.VideoResNet,  # 2D / M3D / I3D / P3D-A/B/C by `temporal`, RAL by `ral`
     'two_stream_m3d': m3d.TwoStreamM3D,
     'trsa': trsa.TRSA,
-    'crf': crf.CRF,  # CNN + RNN fusion (papers/002); needs config.use_flow unless model.use_flow=False
+    'crf': crf.CRF,  # CNN + RNN fusion ([CRF]); needs config.use_flow unless model.use_flow=False
     'mstn': mstn.MSTN,  # multi-scale ResNet + CLSTM; Table 1 rows by `recurrence`
     'rru': rru.RRUNet,  # RRU + STIM; Table 1 rows by `rru` and `temporal`
 }

@@ -14,7 +14,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * np.float32(255.0)
 def normalize_frames(frames, dtype=jnp.float32):
   """uint8 RGB frames (..., 3) -> ImageNet-normalized floats of `dtype`.
 
-  Frames stay uint8 until they reach the device (DESIGN.md section 3): a
+  Frames stay uint8 until they reach the device (docs/design.md, "Data contract"): a
   quarter of the host-to-device traffic, and an exported model takes raw frames.
   """
   x = (frames.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD

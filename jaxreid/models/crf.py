@@ -1,5 +1,6 @@
-"""CRF: CNN and RNN fusion for video re-ID (papers/002), after McLaughlin et al.'s
-recurrent convolutional network (CVPR 2016; shared/notes/seedcode.md section 3).
+"""CRF: CNN and RNN fusion for video re-ID ([CRF] in docs/references.md), after
+McLaughlin et al.'s recurrent convolutional network (CVPR 2016; official Torch7
+code niallmcl/Recurrent-Convolutional-Video-ReID).
 
 Per frame s_t (colour, RGB or YUV, plus two optical-flow channels; section
 2.1): a CNN of three (5x5 conv, 2x2 max-pool, activation) blocks with 16, 32,
@@ -35,6 +36,7 @@ import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -147,21 +149,48 @@ class RecurrentCell(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, r_prev, f_t):
-    r_prev = nn.Dropout(self.recurrent_dropout, deterministic=self.deterministic)(r_prev)
-    w_s = nn.Dense(self.feature_dim, use_bias=False, dtype=self.dtype, name='W_s')(r_prev)
+  def weights(self, in_features: int):
+    """The cell's parameters as arrays (created on first use), under the names
+    and initializer of the bias-free nn.Dense layers they stand for: 'W_s'
+    (D, D) and, with `input_projection`, 'W_i' (D_in, D)."""
+    kernel = lambda shape, name: _Kernel(shape, name=name)()
+    out = {'W_s': kernel((self.feature_dim, self.feature_dim), 'W_s')}
     if self.input_projection:
-      w_i = nn.Dense(self.feature_dim, use_bias=False, dtype=self.dtype, name='W_i')(f_t)
-    else:
-      w_i = f_t
-    o_t = w_i + w_s  # eq. 3
+      out['W_i'] = kernel((in_features, self.feature_dim), 'W_i')
+    return out
+
+  def project_inputs(self, weights, f):
+    """The carry-independent term of eq. 3, W_i f_t (or f_t itself without
+    `input_projection`), for any leading axes: `RecurrentLayer` computes it
+    for all B * T frames in one matmul before the scan."""
+    if not self.input_projection:
+      return f
+    return jnp.dot(f.astype(self.dtype), weights['W_i'].astype(self.dtype))
+
+  def step(self, weights, r_prev, w_i_f, dropout_key=None):
+    """Eq. 3-4 given W_i f_t: (r_{t-1}, W_i f_t) -> (r_t, o_t). `dropout_key`
+    drops out r_{t-1} before W_s (None: no dropout)."""
+    if dropout_key is not None:
+      r_prev = _dropout(r_prev, self.recurrent_dropout, dropout_key)
+    w_s = jnp.dot(r_prev.astype(self.dtype), weights['W_s'].astype(self.dtype))
+    o_t = w_i_f + w_s  # eq. 3
     r_t = ACTIVATIONS[self.activation](o_t)  # eq. 4
-    return r_t, o_t
+    return r_t.astype(r_prev.dtype), o_t
+
+  def uses_dropout(self) -> bool:
+    return not self.deterministic and self.recurrent_dropout > 0.0
+
+  def __call__(self, r_prev, f_t):
+    weights = self.weights(f_t.shape[-1])
+    key = self.make_rng('dropout') if self.uses_dropout() else None
+    return self.step(weights, r_prev, self.project_inputs(weights, f_t), key)
 
 
 class RecurrentLayer(nn.Module):
   """Eq. 3-4 scanned over time with shared weights from r_0 = 0:
-  f (B, T, D) -> o (B, T, D)."""
+  f (B, T, D) -> o (B, T, D). W_i f_t does not depend on the carry, so it is
+  one (B * T, D) x (D, D) matmul before the scan; the scan does only
+  W_s r_{t-1} and the activation."""
   feature_dim: int = 128
   activation: str = 'relu'
   input_projection: bool = True
@@ -170,17 +199,41 @@ class RecurrentLayer(nn.Module):
 
   @nn.compact
   def __call__(self, f, train: bool = False):  # (B, T, D)
-    scan = nn.scan(RecurrentCell, variable_broadcast='params',
-                   split_rngs={'params': False, 'dropout': True}, in_axes=1, out_axes=1)
-    cell = scan(self.feature_dim, self.activation, self.input_projection,
-                self.recurrent_dropout, deterministic=not train, dtype=self.dtype, name='cell')
+    cell = RecurrentCell(self.feature_dim, self.activation, self.input_projection,
+                         self.recurrent_dropout, deterministic=not train, dtype=self.dtype,
+                         name='cell')
+    weights = cell.weights(f.shape[-1])
+    w_i_f = jnp.moveaxis(cell.project_inputs(weights, f), 1, 0)  # (T, B, D), hoisted
+    # One dropout key per step (drawn here: no RNG is drawn inside the scan).
+    keys = (jax.random.split(self.make_rng('dropout'), f.shape[1]) if cell.uses_dropout()
+            else None)
+    step = lambda r, xs: cell.step(weights, r, *xs)
     r_0 = jnp.zeros((f.shape[0], self.feature_dim), f.dtype)
-    _, o = cell(r_0, f)
-    return o  # (B, T, D)
+    _, o = jax.lax.scan(step, r_0, (w_i_f, keys))  # (T, B, D)
+    return jnp.moveaxis(o, 0, 1)  # (B, T, D)
+
+
+class _Kernel(nn.Module):
+  """A bias-free nn.Dense's parameter alone: 'kernel' of `shape` with its
+  lecun-normal initializer, returned as an array."""
+  shape: Sequence[int]
+
+  @nn.compact
+  def __call__(self):
+    return self.param('kernel', nn.initializers.lecun_normal(), tuple(self.shape), jnp.float32)
+
+
+def _dropout(x, rate: float, key):
+  """nn.Dropout's training map: zero with probability `rate`, else x / (1 - rate)."""
+  if rate >= 1.0:
+    return jnp.zeros_like(x)
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(key, p=keep, shape=x.shape)
+  return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 class CRF(nn.Module):
-  """CNN + RNN fusion network (papers/002, Fig. 2).
+  """CNN + RNN fusion network ([CRF] Fig. 2; docs/references.md).
 
   Attributes:
     num_classes: training identities (the softmax of eq. 8); 0 for none.

@@ -16,11 +16,14 @@ concatenation (eq. 1), ``stream_logits`` feed the ``ce_streams`` loss (softmax
 CE of each stream, summed: the same gradients as training them apart, which
 is what the paper did).
 
-Departures from the official code (notes/seedcode.md section 4), all from the
+Departures from the official code (ljn114514/M3D), all from the
 paper's text: 4 M3D layers (the code also puts one after the stem), T is not
 downsampled inside the network (the code halves it at every strided stage),
 the temporal kernels are plain convolutions (eq. 5; the code's BN + ReLU per
-branch is ``m3d_branch_norm``), the head is a BNNeck without dropout.
+branch is ``m3d_branch_norm``), the head is a BNNeck without dropout. The
+P3D baselines follow the same authors' ResNet50-P3D code by default (BN +
+ReLU on every path, ``p3d_norm='per_path'``); ``p3d_norm='after_block'`` is
+AP3D's construction (docs/m3d.md says why the default is the first).
 
 ImageNet / 2D weights: ``load_pretrained`` puts one torchvision ResNet-50 file
 into every stream's backbone; inflated I3D kernels get the 2D kernel at their
@@ -58,6 +61,8 @@ class VideoResNet(nn.Module):
     clip_len: training T (fixes the M3D layers' n = floor((T-1)/2)).
     m3d_kernels: n for every M3D layer instead, or one n per stage.
     m3d_branch_norm: BN + ReLU after each temporal kernel (official code).
+    p3d_norm: P3D-A/B/C's BN + ReLU placement, 'per_path' (the M3D authors'
+      Table 1 baselines) or 'after_block' (AP3D's); ``resnet.ResNet``.
     ral: RAL branches ('' for none; 'sct', 's', 'c', 't', ...).
     ral_stages: stages followed by a RAL (the paper: 1, 2, 3).
     ral_channel_relu: the official code's ReLU ending the channel branch.
@@ -73,6 +78,7 @@ class VideoResNet(nn.Module):
   clip_len: int = 8
   m3d_kernels: Any = None
   m3d_branch_norm: bool = False
+  p3d_norm: str = 'per_path'
   ral: str = ''
   ral_stages: Sequence[int] = (1, 2, 3)
   ral_channel_relu: bool = False
@@ -89,6 +95,7 @@ class VideoResNet(nn.Module):
     if temporal is not None or self.ral:
       extra = dict(temporal_blocks=temporal, clip_len=self.clip_len,
                    m3d_kernels=_kernels(self.m3d_kernels), m3d_branch_norm=self.m3d_branch_norm,
+                   p3d_norm=self.p3d_norm,
                    ral_stages=tuple(self.ral_stages) if self.ral else (),
                    ral_branches=self.ral or 'sct', ral_channel_relu=self.ral_channel_relu,
                    ral_zero_init=self.ral_zero_init)
@@ -125,6 +132,7 @@ class TwoStreamM3D(nn.Module):
   clip_len: int = 8
   m3d_kernels: Any = None
   m3d_branch_norm: bool = False
+  p3d_norm: str = 'per_path'
   ral: str = 'sct'
   ral_stages: Sequence[int] = (1, 2, 3)
   ral_channel_relu: bool = False
@@ -143,7 +151,7 @@ class TwoStreamM3D(nn.Module):
                            ral_channel_relu=self.ral_channel_relu,
                            ral_zero_init=self.ral_zero_init,
                            m3d_kernels=_kernels(self.m3d_kernels),
-                           m3d_branch_norm=self.m3d_branch_norm,
+                           m3d_branch_norm=self.m3d_branch_norm, p3d_norm=self.p3d_norm,
                            name='temporal', **common_args)(frames, train)
     embeddings = [spatial['embedding'], temporal['embedding']]
     if self.normalize_streams:

@@ -1,4 +1,4 @@
-"""MSTN: Multi-scale Spatial-Temporal Network (Wang, He, Gao, Huang; papers/000).
+"""MSTN: Multi-scale Spatial-Temporal Network (Wang, He, Gao, Huang; [MSTN] in docs/references.md).
 
 Per frame (section 3.1, Fig. 1): a ResNet (ResNet-50, last stride 2) gives
 C2..C5; a 1x1 convolution on each cuts its channels (``scale_features``);
@@ -28,7 +28,7 @@ What the paper leaves open and we chose (docs/mstn.md): the per-scale width
 padding, then the mean over time, so any T works at test time), nearest
 upsampling, f1 pooled by its spatial and temporal mean, no BNNeck, no
 activation after 'cut' or the temporal convolution. There is no public code
-(shared/notes/seedcode.md section 1).
+(docs/references.md).
 """
 
 from typing import Any, Optional, Sequence

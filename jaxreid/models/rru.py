@@ -1,4 +1,4 @@
-"""RRU + STIM: spatial and temporal mutual promotion (Liu, Yuan, Zhou, Li, AAAI 2019; papers/001).
+"""RRU + STIM: spatial and temporal mutual promotion (Liu, Yuan, Zhou, Li, AAAI 2019).
 
 Per frame, a backbone gives the feature maps X_t (Inception-v3's Mixed_7c in
 the paper: 8 x 8 x 2048 at 299 x 299); the Refining Recurrent Unit
@@ -22,7 +22,7 @@ Table 1's rows are options: ``rru`` 'full' | 's' | 'c' | 'ad' | 'od' | 'none'
 'lstm' (GAP per frame, LSTM with 256 hidden units, temporal average of its
 outputs) | 'mean' (the Baseline's average pooling); the losses are config.
 
-Where the official code (notes/seedcode.md section 2) departs from the paper,
+Where the official code (yolomax/person-reid-lib) departs from the paper,
 the paper is built and the code's choice is an option: the classifier
 block's activation (paper ReLU; code LeakyReLU 0.1: ``classifier_leaky_slope``).
 The appearance difference is X_t - S_{t-1} (the code: S_{t-1} - X_t, the same

@@ -1,4 +1,4 @@
-"""TRSA: temporal regularized spatial attention (Wang & Zhao; papers/004).
+"""TRSA: temporal regularized spatial attention (Wang & Zhao; [TRSA] in docs/references.md).
 
 Per frame: ResNet-50 with last stride 1 (16 x 8 maps of 2048 channels at
 256 x 128), the parameter-free spatial attention module (eq. 1-3,
@@ -11,7 +11,7 @@ section 3.2). The model also returns the attention maps ``attention``
 ``temporal_reg`` in ``jaxreid.losses``) needs.
 
 The paper has no BNNeck (eq. 7 puts the FC layer on v) and there is no public
-code (shared/notes/seedcode.md section 5), so ``bnneck=False`` is the default;
+code (docs/references.md), so ``bnneck=False`` is the default;
 ``bnneck=True`` adds the strong baseline's BNNeck as the pooling baseline has
 it (triplet on v, classifier and retrieval on BN(v)), for comparisons with it.
 

@@ -2,7 +2,7 @@
 
 One mesh axis, ``'data'``: the batch is split along its first axis, the train
 state is replicated, and ``jax.jit`` inserts the gradient all-reduce. This is
-what ``jax.pmap`` used to do (DESIGN.md section 5). The mesh uses Auto axis
+what ``jax.pmap`` used to do (docs/design.md, "Training contract"). The mesh uses Auto axis
 types so that model and loss code needs no sharding annotations: the batch-hard
 triplet's (B, B) distance matrix over the *global* batch is gathered by XLA.
 """

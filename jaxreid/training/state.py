@@ -30,7 +30,8 @@ def create_train_state(model, tx, rng, sample) -> TrainState:
 
 def sample_input(clip_len: int, height: int, width: int, flow: bool = False) -> dict:
   """The model inputs models are initialized with: 'frames' (1, T, H, W, 3)
-  uint8 and, with `flow`, 'flow' (1, T, H, W, 2) float32 (DESIGN.md section 3)."""
+  uint8 and, with `flow`, 'flow' (1, T, H, W, 2) float32 (docs/design.md,
+  "Data contract")."""
   sample = {'frames': jnp.zeros((1, clip_len, height, width, 3), jnp.uint8)}
   if flow:
     sample['flow'] = jnp.zeros((1, clip_len, height, width, 2), jnp.float32)

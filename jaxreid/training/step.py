@@ -11,7 +11,8 @@ from jaxreid import losses
 from jaxreid.training import sharding
 
 
-# Batch keys a model takes (DESIGN.md sections 3-4): 'frames' positionally,
+# Batch keys a model takes (docs/design.md, "Data contract" and "Model
+# contract"): 'frames' positionally,
 # the optional ones as keyword arguments only when the batch has them, so
 # models without optical flow keep the plain ``(frames, train)`` signature.
 MODEL_INPUT_KEYS = ('frames', 'flow')

@@ -1,0 +1,279 @@
+"""The whole config checked before any work: names, sizes, paths.
+
+Every entry point (train, evaluate, extract, search) calls `validate_config`
+before it prepares a dataset or compiles anything, so that a mistyped name or
+an impossible size is reported in one line naming the flag, the value and the
+valid choices, instead of a TensorFlow or JAX traceback many minutes later:
+
+  error: --config.eval.protocol='foo': unknown protocol; valid choices: mars_official, ...
+
+The valid choices always come from the module that uses the value (its own
+registry or tuple of names), never from a copy here. `check_training_data`
+adds the one check that needs the dataset's index: P <= the training
+identities. Problems raise `ConfigError` (a ValueError; one line per
+problem), which ``common.run_or_exit`` prints and turns into exit status 2.
+"""
+
+import dataclasses
+import importlib
+import os
+import re
+import tempfile
+
+import jax
+
+from data_pipelines import datasets, sampling
+from jaxreid import losses
+from jaxreid.evaluation import distance, ranking
+from jaxreid.models import MODELS
+from jaxreid.training import loop, optim
+
+# Commands that write into the workdir (checkpoints, events, eval_results.json);
+# extract and search only read it.
+WRITING_COMMANDS = ('train', 'evaluate')
+COMMANDS = ('train', 'evaluate', 'extract', 'search')
+
+
+class ConfigError(ValueError):
+  """One or more config problems, one line each (no traceback)."""
+
+  def __init__(self, problems):
+    self.problems = list(problems)
+    super().__init__('\n'.join(self.problems))
+
+
+def _flag(key: str, value) -> str:
+  return f'--config.{key}={value!r}'
+
+
+def _choice(problems, key: str, value, choices, what: str):
+  if value not in choices:
+    problems.append(f'{_flag(key, value)}: unknown {what}; valid choices: '
+                    f'{", ".join(sorted(choices))}.')
+
+
+def _at_least(problems, key: str, value, low, what: str = 'an integer', note: str = ''):
+  """`value` >= `low` (NaN and non-numbers fail too)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+    problems.append(f'{_flag(key, value)}: expected {what} >= {low}{note}.')
+
+
+def _choices_in(message: str) -> str:
+  """The 'valid choices: a, b' list of a module's own ValueError message."""
+  found = re.search(r'valid choices: (.*?)\.?$', str(message))
+  return found.group(1) if found else 'see the config file'
+
+
+def _check_names(config, problems):
+  """Model, dtype, samplers, protocol, metric, optimizer, schedule, losses."""
+  _choice(problems, 'model_name', config.model_name, MODELS, 'model')
+  if config.model_name in MODELS and dataclasses.is_dataclass(MODELS[config.model_name]):
+    # Flax modules are dataclasses: an argument the model lacks would be a
+    # TypeError deep in set-up (e.g. after switching model_name). The loop
+    # passes num_classes and dtype itself (loop.build_model).
+    fields = {f.name for f in dataclasses.fields(MODELS[config.model_name])
+              if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype')}
+    for key in sorted(set(config.model) - fields):
+      problems.append(f'--config.model.{key}: not an argument of model '
+                      f'{config.model_name!r}; valid keys: {", ".join(sorted(fields))}.')
+  _choice(problems, 'dtype', config.dtype, loop.DTYPES, 'dtype')
+  _choice(problems, 'train_sampler', config.train_sampler, sampling.TRAIN_SAMPLERS,
+          'train sampler')
+  batch_sampler = config.get('batch_sampler', 'pk')
+  _choice(problems, 'batch_sampler', batch_sampler, sampling.BATCH_SAMPLERS, 'batch sampler')
+  try:  # the eval sampler's names live in sampling.eval_chunks itself
+    sampling.eval_chunks(1, 1, config.eval.sampler)
+  except ValueError as e:
+    problems.append(f'{_flag("eval.sampler", config.eval.sampler)}: unknown eval sampler; '
+                    f'valid choices: {_choices_in(e)}.')
+  _choice(problems, 'eval.protocol', config.eval.protocol, ranking.PROTOCOLS, 'protocol')
+  _choice(problems, 'eval.metric', config.eval.metric, distance.METRICS, 'metric')
+  _choice(problems, 'optimizer', config.optimizer, optim.OPTIMIZERS, 'optimizer')
+  try:  # the schedule's names live in optim.make_schedule itself
+    optim.make_schedule(config)
+  except ValueError as e:
+    if 'schedule.kind' not in str(e):
+      raise
+    problems.append(f'{_flag("schedule.kind", config.schedule.kind)}: unknown schedule; '
+                    f'valid choices: {_choices_in(e)}.')
+  if not config.losses:
+    problems.append(f'--config.losses is empty; name at least one of '
+                    f'{", ".join(sorted(losses.LOSS_TERMS))} with a weight.')
+  for term in sorted(config.losses):
+    _at_least(problems, f'losses.{term}', config.losses[term], 0, 'a weight')
+    if term not in losses.LOSS_TERMS:
+      problems.append(f'--config.losses.{term}: unknown loss term; valid choices: '
+                      f'{", ".join(sorted(losses.LOSS_TERMS))}.')
+
+
+def _check_sizes(config, problems, training: bool):
+  """Positive sizes; batches divisible by the device count (the train batch
+  only for training: a run trained on 8 devices may be evaluated on 1)."""
+  for key in ('height', 'width', 'clip_len', 'num_identities', 'num_instances'):
+    _at_least(problems, key, config[key], 1)
+  _at_least(problems, 'eval.batch_size', config.eval.batch_size, 1)
+  _at_least(problems, 'eval.clip_len', config.eval.clip_len, 0, note=' (0 = same as clip_len)')
+  _at_least(problems, 'eval.max_chunks', config.eval.max_chunks, 0, note=' (0 = no limit)')
+  _at_least(problems, 'eval.num_visualize', config.eval.num_visualize, 0)
+  _at_least(problems, 'num_train_steps', config.num_train_steps, 0)
+  _at_least(problems, 'eval_every_steps', config.eval_every_steps, 0,
+            note=' (0 = at the end only)')
+  _at_least(problems, 'schedule.warmup_steps', config.schedule.warmup_steps, 0)
+  _at_least(problems, 'weight_decay', config.weight_decay, 0, 'a number')
+  if not config.learning_rate > 0:  # also catches NaN
+    problems.append(f'{_flag("learning_rate", config.learning_rate)}: expected a number > 0.')
+  if config.get('batch_sampler', 'pk') == 'pairs':
+    # sampling.plan_pair_batch: half positive, half negative pairs; the loop
+    # sizes and shards the batch as P * K clips.
+    pairs = config.get('num_pairs', 0)
+    if pairs < 2 or pairs % 2:
+      problems.append(f'{_flag("num_pairs", pairs)}: expected an even number >= 2 (half '
+                      'positive and half negative pairs).')
+    elif 2 * pairs != config.num_identities * config.num_instances:
+      problems.append(f'{_flag("num_pairs", pairs)}: {2 * pairs} clips, but num_identities * '
+                      f'num_instances = {config.num_identities * config.num_instances}; set '
+                      f'--config.num_identities={pairs} --config.num_instances=2.')
+  # As sharding.check_batch_divisible: the data mesh spans every device.
+  devices = jax.device_count()
+  batches = [(_flag('eval.batch_size', config.eval.batch_size), 'the eval batch',
+              config.eval.batch_size)]
+  if training and config.num_identities >= 1 and config.num_instances >= 1:
+    batches.append((f'{_flag("num_identities", config.num_identities)} '
+                    f'{_flag("num_instances", config.num_instances)}', 'the train batch P * K',
+                    config.num_identities * config.num_instances))
+  for flags, what, size in batches:
+    if isinstance(size, int) and size >= 1 and size % devices:
+      problems.append(f'{flags}: {what} of {size} clips is not divisible by the {devices} '
+                      f'devices of the data mesh; choose a multiple of {devices}.')
+
+
+def _check_dataset(config, problems):
+  """The dataset, its builder config and, if it is not prepared yet, its
+  manual_dir; reads the builder class, prepares nothing."""
+  if config.dataset not in datasets.DATASETS:
+    _choice(problems, 'dataset', config.dataset, datasets.DATASETS, 'dataset')
+    return
+  importlib.import_module(datasets.DATASETS[config.dataset])  # registers the builder
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder_cls = tfds.builder_cls(config.dataset)
+  names = [c.name for c in (builder_cls.BUILDER_CONFIGS or [])]
+  config_name = config.dataset_config
+  if config.all_splits:
+    # for_each_split runs every split_<k> (and says so when there is none);
+    # they share one release, so the first one tells whether it is needed.
+    splits = [n for n in names if n.startswith('split_')]
+    if not splits:
+      return
+    config_name = splits[0]
+  elif config.dataset_config and not names:
+    problems.append(f'{_flag("dataset_config", config.dataset_config)}: dataset '
+                    f'{config.dataset!r} has no builder configs; leave it empty.')
+    return
+  elif config.dataset_config and config.dataset_config not in names:
+    problems.append(f'{_flag("dataset_config", config.dataset_config)}: unknown config of '
+                    f'dataset {config.dataset!r}; valid choices: {", ".join(names)}.')
+    return
+  if not builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    return
+  builder = datasets.get_builder(config.dataset, config_name, config.data_dir)
+  if builder.is_prepared():
+    return
+  # TFDS's own default when manual_dir is not given (DatasetBuilder._make_download_manager).
+  manual = (os.path.expanduser(config.manual_dir) if config.manual_dir
+            else os.path.join(str(builder.data_dir_root), 'downloads', 'manual'))
+  if not os.path.isdir(manual) or not os.listdir(manual):
+    state = 'is empty' if os.path.isdir(manual) else 'does not exist'
+    problems.append(
+        f'--config.manual_dir={config.manual_dir!r}: {manual} {state}, and dataset '
+        f'{config.dataset!r} is not prepared in {builder.data_dir_root}; download its release '
+        f'and extract it there (see the MANUAL_DOWNLOAD_INSTRUCTIONS in '
+        f'{datasets.DATASETS[config.dataset]}).')
+
+
+def _probe_write(folder: str):
+  """Creates and removes a file in `folder`: the one test that is right for
+  every user (root ignores permission bits), mount and ACL."""
+  with tempfile.TemporaryFile(dir=folder):
+    pass
+
+
+def check_workdir(workdir: str, command: str, given: str = ''):
+  """A workdir that can hold this command's files.
+
+  Raises:
+    ConfigError: a regular file; a missing parent (train) or a missing folder
+      (the other commands, which read a training run); not writable (train,
+      evaluate).
+  """
+  flag = f'--workdir={given or workdir}'
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError([f'{flag}: is a file, not a folder; choose another --workdir.'])
+  if command != 'train' and not os.path.isdir(workdir):
+    raise ConfigError([f'{flag}: no such folder; give the --workdir of a training run '
+                       '(python -m experiments.train --workdir=...).'])
+  if command not in WRITING_COMMANDS:
+    return
+  folder = workdir if os.path.isdir(workdir) else os.path.dirname(workdir)
+  if not os.path.isdir(folder):
+    raise ConfigError([f'{flag}: the parent folder {folder} does not exist; create it first '
+                       'or choose another path.'])
+  try:
+    _probe_write(folder)
+  except OSError as e:
+    raise ConfigError([f'{flag}: cannot write in {folder} ({e.strerror or e}); make it '
+                       'writable or choose another --workdir.']) from e
+
+
+def validate_config(config, workdir: str = '', command: str = 'train', workdir_flag: str = '',
+                    uses_dataset: bool = True):
+  """Checks every name, size and path of `config` for `command` (one of
+  COMMANDS) before any work; prepares nothing and compiles nothing.
+
+  Args:
+    config: the experiment config.
+    workdir: the absolute --workdir ('' = not checked); `workdir_flag` the
+      value as given, for messages.
+    command: one of COMMANDS.
+    uses_dataset: False when the command reads folders of frames instead of
+      the configured dataset (search, extract --folder): its builder config
+      and manual_dir are then not checked.
+
+  Raises:
+    ConfigError: every problem found, one line each, naming the flag, the value
+      and the valid choices.
+  """
+  if command not in COMMANDS:
+    raise ValueError(f'validate_config: unknown command {command!r}; valid: {COMMANDS}.')
+  if workdir:
+    check_workdir(workdir, command, workdir_flag)
+  problems = []
+  if command == 'train':  # bookkeeping that would lose the model or divide by zero
+    try:
+      loop.check_settings(config)
+    except ValueError as e:
+      problems.append(str(e))
+  _check_names(config, problems)
+  _check_sizes(config, problems, training=command == 'train')
+  if uses_dataset:
+    _check_dataset(config, problems)
+  else:
+    _choice(problems, 'dataset', config.dataset, datasets.DATASETS, 'dataset')
+  if problems:
+    raise ConfigError(problems)
+
+
+def check_training_data(config, num_train_ids: int):
+  """P <= the training identities (PK batches); at least 2 of them (pairs).
+  Call once the dataset's index is read, before the first step.
+
+  Raises:
+    ConfigError: naming the flag, the value and the largest valid value.
+  """
+  name = f'{config.dataset}' + (f'/{config.dataset_config}' if config.dataset_config else '')
+  if config.get('batch_sampler', 'pk') == 'pk' and config.num_identities > num_train_ids:
+    raise ConfigError([f'{_flag("num_identities", config.num_identities)}: more than the '
+                       f'{num_train_ids} training identities of {name}; choose at most '
+                       f'{num_train_ids}.'])
+  if config.get('batch_sampler', 'pk') == 'pairs' and num_train_ids < 2:
+    raise ConfigError([f'{_flag("batch_sampler", "pairs")}: {name} has {num_train_ids} '
+                       'training identity; negative pairs need at least 2.'])

@@ -81,8 +81,10 @@ def test_two_processes_match_one_process(tmp_path, tiny_data_dir):
   ref_losses = _losses(proc.stderr)
   assert sorted(ref_losses) == list(range(1, STEPS + 1))
   for log in proc_logs:
+    # float32 sums reduced in another order over 2 x 2 devices than over 4: the
+    # same tolerance as the parameters below (measured: 2.3e-5 at step 3).
     np.testing.assert_allclose([_losses(log)[s] for s in sorted(ref_losses)],
-                               [ref_losses[s] for s in sorted(ref_losses)], rtol=1e-5)
+                               [ref_losses[s] for s in sorted(ref_losses)], rtol=1e-4)
   state, ref = _load_state(multi), _load_state(single)
   for key in ('params', 'batch_stats', 'opt_state'):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

@@ -18,9 +18,11 @@ from data_pipelines import pipeline
 from data_pipelines import video_reid_common as common
 from data_pipelines.mars import mars_dataset_builder as mars
 
-REFERENCE = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'reference' / 'mars_info'
-if not REFERENCE.is_dir():
-  REFERENCE = pathlib.Path('/work/shared/reference/mars_info')
+# The real MARS-evaluation info/ files (the developers' reference copy beside the
+# repository, or any folder holding mars_info/ named by JAXREID_REFERENCE_DIR).
+REFERENCE = (pathlib.Path(os.environ['JAXREID_REFERENCE_DIR']) if os.environ.get(
+    'JAXREID_REFERENCE_DIR') else pathlib.Path(__file__).resolve().parents[2] / 'shared' /
+             'reference') / 'mars_info'
 
 
 def _name(pid, cam, trk, frm):

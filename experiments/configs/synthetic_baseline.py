@@ -4,7 +4,7 @@ A ResNet-18 at a quarter of its width, softmax (label smoothing) + batch-hard
 triplet with a BNNeck, Adam. The dataset stores 64 x 32 frames; the pipeline
 feeds the network 128 x 64 (docs/design.md: XLA's CPU convolutions are very
 slow on the 2-pixel-wide maps a 64 x 32 input would give). Trains and
-evaluates in about five minutes on a 2-core CPU.
+evaluates in about eight minutes on an idle 2-core CPU (README, "Results").
 
   python -m experiments.train --config=experiments/configs/synthetic_baseline.py \
       --workdir=/tmp/jaxreid/synthetic_baseline

@@ -218,8 +218,8 @@ def _train_and_evaluate(config, workdir: str, data) -> dict:
     for step in range(start_step, total_steps):
       batch = next(batches)
       if step == start_step:  # the first call compiles: say so, it can take minutes
-        logging.info('Compiling the train step (the first step of every run; about a minute '
-                     'for the default config on a 2-core CPU) ...')
+        logging.info('Compiling the train step (the first step of every run: seconds for the '
+                     'default config, minutes for the full-size video networks) ...')
         compile_start = time.time()
       state, metrics = train_step(state, sharding.to_global(batch, mesh))
       if step == start_step:

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 TRAIN_SAMPLERS = ('consecutive', 'restricted', 'evenly')
+EVAL_SAMPLERS = ('all', 'evenly', 'full_chunks')  # see eval_chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +168,8 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
       count = min(count, max_chunks)
     return np.arange(count * t).reshape(count, t) % n
   if method != 'all':
-    raise ValueError(f"Unknown eval sampler {method!r}; valid choices: all, evenly, "
-                     f"full_chunks.")
+    raise ValueError(f"Unknown eval sampler {method!r}; valid choices: "
+                     f"{', '.join(EVAL_SAMPLERS)}.")
   chunks = []
   for start in range(0, n, t):
     own = n - start  # frames left for this chunk

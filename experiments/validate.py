@@ -17,7 +17,6 @@ problem), which ``common.run_or_exit`` prints and turns into exit status 2.
 import dataclasses
 import importlib
 import os
-import re
 import tempfile
 
 import jax
@@ -58,12 +57,6 @@ def _at_least(problems, key: str, value, low, what: str = 'an integer', note: st
     problems.append(f'{_flag(key, value)}: expected {what} >= {low}{note}.')
 
 
-def _choices_in(message: str) -> str:
-  """The 'valid choices: a, b' list of a module's own ValueError message."""
-  found = re.search(r'valid choices: (.*?)\.?$', str(message))
-  return found.group(1) if found else 'see the config file'
-
-
 def _check_names(config, problems):
   """Model, dtype, samplers, protocol, metric, optimizer, schedule, losses."""
   _choice(problems, 'model_name', config.model_name, MODELS, 'model')
@@ -81,21 +74,11 @@ def _check_names(config, problems):
           'train sampler')
   batch_sampler = config.get('batch_sampler', 'pk')
   _choice(problems, 'batch_sampler', batch_sampler, sampling.BATCH_SAMPLERS, 'batch sampler')
-  try:  # the eval sampler's names live in sampling.eval_chunks itself
-    sampling.eval_chunks(1, 1, config.eval.sampler)
-  except ValueError as e:
-    problems.append(f'{_flag("eval.sampler", config.eval.sampler)}: unknown eval sampler; '
-                    f'valid choices: {_choices_in(e)}.')
+  _choice(problems, 'eval.sampler', config.eval.sampler, sampling.EVAL_SAMPLERS, 'eval sampler')
   _choice(problems, 'eval.protocol', config.eval.protocol, ranking.PROTOCOLS, 'protocol')
   _choice(problems, 'eval.metric', config.eval.metric, distance.METRICS, 'metric')
   _choice(problems, 'optimizer', config.optimizer, optim.OPTIMIZERS, 'optimizer')
-  try:  # the schedule's names live in optim.make_schedule itself
-    optim.make_schedule(config)
-  except ValueError as e:
-    if 'schedule.kind' not in str(e):
-      raise
-    problems.append(f'{_flag("schedule.kind", config.schedule.kind)}: unknown schedule; '
-                    f'valid choices: {_choices_in(e)}.')
+  _choice(problems, 'schedule.kind', config.schedule.kind, optim.SCHEDULES, 'schedule')
   if not config.losses:
     problems.append(f'--config.losses is empty; name at least one of '
                     f'{", ".join(sorted(losses.LOSS_TERMS))} with a weight.')

@@ -17,6 +17,7 @@ import jax
 import optax
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
+SCHEDULES = ('cosine', 'step')  # see make_schedule
 
 
 def make_schedule(config) -> optax.Schedule:
@@ -32,7 +33,7 @@ def make_schedule(config) -> optax.Schedule:
     after = optax.cosine_decay_schedule(base, max(config.num_train_steps - warmup, 1))
   else:
     raise ValueError(f"Unknown config.schedule.kind {config.schedule.kind!r}; "
-                     "valid choices: cosine, step.")
+                     f"valid choices: {', '.join(SCHEDULES)}.")
   if not warmup:
     return after
   # Warm up from 1% of the base rate, as the strong re-ID baseline does.

@@ -31,6 +31,7 @@ DATASETS = {
     'mars': 'data_pipelines.mars',
     'prid2011': 'data_pipelines.prid2011',
     'synthetic_video_reid': 'data_pipelines.synthetic_video_reid',
+    'tracklet_folders': 'data_pipelines.tracklet_folders',  # your own tracklets
 }
 
 

@@ -137,6 +137,11 @@ class ReIDData:
     self.train_pid_values, self.train_labels = np.unique(train_pids, return_inverse=True)
     self.num_train_ids = len(self.train_pid_values)
 
+  @property
+  def num_train_tracklets(self) -> int:
+    """Tracklets of the training split (an epoch's length in experiments/durations.py)."""
+    return len(self.index['train'])
+
   def summary_rows(self):
     """(subset, #ids, #tracklets, #cameras) for the console table."""
     return [[split, len(np.unique(ix.pid)), len(ix), len(np.unique(ix.camid))]
@@ -147,6 +152,17 @@ class ReIDData:
     ix = self.index[split]
     return {'pid': ix.pid, 'camid': ix.camid,
             'subsets': {name + 's': mask for name, mask in ix.extras.items()}}
+
+  def tracklet_name(self, split: str, tracklet: int) -> str:
+    """The tracklet's name in its source (datasets that store one, such as
+    tracklet_folders: person/camera/tracklet), else ''; for picture captions."""
+    index = self.index[split]
+    feature = tf.train.Example.FromString(
+        self._sources[split][int(index.position[tracklet])]).features.feature
+    names = [feature[k].bytes_list.value[0].decode()
+             for k in ('person_name', 'camera_name', 'tracklet_name')
+             if k in feature and feature[k].bytes_list.value]
+    return '/'.join(names)
 
   def tracklet_frames(self, split: str, tracklet: int, num_frames: int) -> np.ndarray:
     """`num_frames` evenly spaced frames of one tracklet, (n, H, W, 3) uint8 as

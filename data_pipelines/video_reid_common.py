@@ -142,8 +142,11 @@ def trailing_number(name: str) -> int:
 
 
 def sort_frames(names: Iterable[str], key: Callable[[str], object] = trailing_number,
-                where: str = '') -> list[str]:
-  """``names`` sorted by their frame number ``key(name)``; duplicates raise ReleaseError."""
+                where: str = '', todo: str = '') -> list[str]:
+  """``names`` sorted by their frame number ``key(name)``; duplicates raise ReleaseError.
+
+  ``todo`` replaces the messages' advice, which is for a release (re-extract it).
+  """
   keyed = []
   for name in names:
     try:
@@ -151,14 +154,15 @@ def sort_frames(names: Iterable[str], key: Callable[[str], object] = trailing_nu
     except ValueError as e:
       raise release_error(os.path.join(where, name) if where else name,
                           'a frame file name carrying its frame number',
-                          f'Cannot parse it ({e}); check that the release was extracted '
-                          'unchanged.') from None
+                          f'Cannot parse it ({e}); ' + (todo or 'check that the release was '
+                                                        'extracted unchanged.')) from None
   keyed.sort()
   for (k1, n1), (k2, n2) in zip(keyed, keyed[1:]):
     if k1 == k2:
       raise release_error(where or n1, 'one file per frame number',
-                          f'{n1!r} and {n2!r} have the same frame number {k1}; the release '
-                          'looks modified or extracted twice into the same folder. Re-extract it.')
+                          f'{n1!r} and {n2!r} have the same frame number {k1}; ' + (
+                              todo or 'the release looks modified or extracted twice into the '
+                              'same folder. Re-extract it.'))
   return [n for _, n in keyed]
 
 
@@ -336,7 +340,15 @@ def split_configs(dataset: str, num_test: int, num_train: int,
 
 
 def check_image_bytes(data: bytes, path, encoding_format: str) -> None:
-  """Cheap integrity check of an encoded frame (markers only, no decoding)."""
+  """Cheap integrity check of an encoded frame (markers only, no decoding).
+
+  ``encoding_format`` 'auto' (a dataset of JPEG and PNG frames) checks the
+  format of the file's signature, or of its name's suffix when it has neither.
+  """
+  if encoding_format == 'auto':
+    is_png = data.startswith(PNG_SIGNATURE) or (
+        not data.startswith(JPEG_SOI) and str(path).lower().endswith('.png'))
+    encoding_format = 'png' if is_png else 'jpeg'
   if encoding_format == 'jpeg':
     tail = data[-64:].rstrip(b'\x00\r\n\t ')
     if data.startswith(JPEG_SOI) and tail.endswith(JPEG_EOI):
@@ -400,8 +412,9 @@ def check_decodes(data: bytes, path, encoding_format: str, where: str) -> None:
   reason = decoding.decode_error(data)
   if reason is None:
     return
+  kind = 'JPEG or PNG' if encoding_format == 'auto' else encoding_format.upper()
   raise release_error(
-      path, f'a {encoding_format.upper()} frame that decodes (with the TensorFlow decoder '
+      path, f'a {kind} frame that decodes (with the TensorFlow decoder '
       'training reads frames with)',
       f'Decoding it failed ({reason}); it is {where}. Its start and end markers are intact, so '
       'the body of the file is corrupt (a damaged copy or download). Extract that file again '

@@ -22,7 +22,7 @@ import numpy as np
 from experiments import common
 from experiments import bench_setup
 from experiments.configs import synthetic_baseline
-from jaxreid.training import sharding
+from jaxreid import sharding
 
 
 def pipeline_config(flag_values):

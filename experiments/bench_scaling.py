@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments import bench_setup
 from experiments.configs import synthetic_baseline
-from jaxreid.training import sharding
+from jaxreid import sharding
 
 flags.DEFINE_integer('scaling_clips', 16, 'scaling suite: global batch (clips per step).')
 flags.DEFINE_string('scaling_devices', '1,2,4,8', 'scaling suite: device counts.')

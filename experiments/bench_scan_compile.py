@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from experiments import bench_train_step
-from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
+from jaxreid import sharding
+from jaxreid.training import optim, setup, state as state_lib, step as step_lib
 
 SCAN_MODELS = ('mstn', 'rru')  # models whose recurrence is a scanned cell
 
@@ -56,11 +57,11 @@ def compile_seconds(name: str, frames: int, height: int, width: int, clips: int,
   """Trace + lower and XLA-compile seconds of one model's train step at T = frames."""
   config = bench_train_step._config(name, _Sizes(frames, height, width, clips))  # pylint: disable=protected-access
   mesh = sharding.make_mesh()
-  model = loop.build_model(config, num_classes)
+  model = setup.build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
   abstract = jax.eval_shape(lambda rng: state_lib.create_train_state(
       model, tx, rng, state_lib.sample_input(frames, height, width,
-                                             flow=config.get('use_flow', False))),
+                                             flow=config.use_flow)),
                             jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
   train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
@@ -68,7 +69,7 @@ def compile_seconds(name: str, frames: int, height: int, width: int, clips: int,
   batch = {'frames': jax.ShapeDtypeStruct((clips, frames, height, width, 3), jnp.uint8,
                                           sharding=data_sh),
            'pid': jax.ShapeDtypeStruct((clips,), jnp.int32, sharding=data_sh)}
-  if config.get('use_flow', False):
+  if config.use_flow:
     batch['flow'] = jax.ShapeDtypeStruct((clips, frames, height, width, 2), jnp.float32,
                                          sharding=data_sh)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

@@ -3,16 +3,17 @@ library's compiled train step (the same code `experiments.train` runs)."""
 
 import jax
 
-from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
+from jaxreid import sharding
+from jaxreid.training import optim, setup, state as state_lib, step as step_lib
 
 
 def init_train_step(config, mesh, clip_len: int, num_classes: int):
   """Initializes the configured model's state replicated on `mesh` and jits
   its train step. Returns (model, state, train_step)."""
-  model = loop.build_model(config, num_classes)
+  model = setup.build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
   sample = state_lib.sample_input(clip_len, config.height, config.width,
-                                  flow=config.get('use_flow', False))
+                                  flow=config.use_flow)
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)

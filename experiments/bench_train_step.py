@@ -27,7 +27,7 @@ from experiments.configs import crf_ilids_vid
 from experiments.configs import m3d_mars
 from experiments.configs import mstn_mars
 from experiments.configs import rru_ilids_vid
-from jaxreid.training import sharding, step as step_lib
+from jaxreid import inference, sharding
 
 # name -> (model_name, model kwargs); 'all' runs TRAIN_STEP_ALL. Bracketed
 # keys ([TRSA], ...) are papers listed in docs/references.md.
@@ -171,29 +171,31 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
                clip_len=flag_values.train_step_frames, **kwargs)
   c.model = ml_collections.ConfigDict(model)
   c.losses = ml_collections.ConfigDict(
-      {'ce_streams': 1.0} if model_name == 'two_stream_m3d' else {'ce': 1.0})
+      {'ce_streams' if model_name == 'two_stream_m3d' else 'ce': {'weight': 1.0}})
   if model_name == 'trsa':  # any T (no clip_len); the paper's objective (eq. 5, 9)
     del c.model['clip_len']
-    c.losses = ml_collections.ConfigDict({'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0})
+    c.losses = ml_collections.ConfigDict(
+        {term: {'weight': 1.0} for term in ('focal', 'triplet', 'temporal_reg')})
   if model_name == 'rru':  # rru_ilids_vid.py's model (Inception-v3) and objective (eq. 7)
     paper = rru_ilids_vid.get_config()
-    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model, c.losses = paper.model, paper.losses
     c.model.update(kwargs)
     if not flag_values['train_step_height'].present:
       c.height = c.width = paper.height  # 299 x 299
     c.nesterov, c.pretrained_lr_mult = paper.nesterov, paper.pretrained_lr_mult
   if model_name == 'crf':  # crf_ilids_vid.py's model, input (flow) and objective (eq. 9)
     paper = crf_ilids_vid.get_config()
-    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model, c.losses = paper.model, paper.losses
     c.model.update(kwargs)
     c.use_flow = True
     if not flag_values['train_step_height'].present:
       c.height, c.width = paper.height, paper.width  # 64 x 48
   if model_name == 'mstn':  # mstn_mars.py's model and objective (eq. 5); any T
     paper = mstn_mars.get_config()
-    c.model, c.losses, c.loss_options = paper.model, paper.losses, paper.loss_options
+    c.model, c.losses = paper.model, paper.losses
     c.model.update(kwargs)
-  c.schedule.decay_steps = (10**9,)
+  # A constant rate; the benchmark times steps and never trains to an end.
+  c.schedule.decay_steps, c.schedule.decay_epochs = (10**9,), None
   c.dtype = flag_values.train_step_dtype
   return c
 
@@ -218,7 +220,7 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   batch = sharding.to_global({
       'frames': rng.integers(0, 256, (clips, t, config.height, config.width, 3), dtype=np.uint8),
       'pid': rng.integers(0, num_classes, clips).astype(np.int32)}, mesh)
-  if config.get('use_flow', False):  # CRF: random optical flow (B, T, H, W, 2), pixels
+  if config.use_flow:  # CRF: random optical flow (B, T, H, W, 2), pixels
     batch['flow'] = sharding.to_global({'flow': rng.normal(
         size=(clips, t, config.height, config.width, 2)).astype(np.float32)}, mesh)['flow']
   flops = step_flops(train_step, state, batch)  # before the state is donated
@@ -263,12 +265,12 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
       print(f'| {module} | {ms:.1f} | {100 * share:.1f}% |')
   if flag_values.train_step_forward:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    forward = jax.jit(lambda v, f: step_lib.apply_model(model.apply, v, f,
-                                                        train=False)['embedding'])
-    jax.block_until_ready(forward(variables, step_lib.model_inputs(batch)))
+    forward = jax.jit(lambda v, f: inference.apply_model(model.apply, v, f,
+                                                         train=False)['embedding'])
+    jax.block_until_ready(forward(variables, inference.model_inputs(batch)))
     start = time.perf_counter()
     for _ in range(flag_values.train_step_repeats):
-      emb = forward(variables, step_lib.model_inputs(batch))
+      emb = forward(variables, inference.model_inputs(batch))
     jax.block_until_ready(emb)
     fwd = (time.perf_counter() - start) / flag_values.train_step_repeats
     out.update(forward_clips_per_s=clips / fwd)

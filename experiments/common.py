@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxreid.training import checkpoint
+from jaxreid.training import checkpoint, run_record
 
 _FLAGS = {}
 
@@ -28,8 +28,42 @@ def define_flags():
       'optionally FILE:variant); override fields with --config.key=value. Every field with its '
       'value and comment: python -m experiments.show_config --config=FILE.', lock_config=True)
   _FLAGS['workdir'] = flags.DEFINE_string(
-      'workdir', None, 'Folder for checkpoints, TensorBoard events and eval_results.json.')
+      'workdir', None, 'Folder for checkpoints, TensorBoard events, config.json, log.txt and '
+      'the evaluations. Without --config, the config recorded in WORKDIR/config.json is used.')
   flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def define_step_flag():
+  """Defines --step, the checkpoint evaluate, extract and search restore."""
+  if 'step' in _FLAGS:  # several entry points imported in one process (tests)
+    return
+  _FLAGS['step'] = flags.DEFINE_string(
+      'step', 'latest', 'Which checkpoint of --workdir: latest, best (kept when trained with '
+      '--config.best_checkpoint_metric) or a step number.')
+
+
+def checkpoint_step() -> str:
+  """The --step value, checked: 'latest', 'best' or a number."""
+  step = _FLAGS['step'].value
+  if step not in ('latest', 'best') and not step.isdigit():
+    raise ValueError(f'--step={step}: expected latest, best or a step number.')
+  return step
+
+
+def _with_recorded_config(argv):
+  """Without --config, the config the workdir recorded (config.json) is used:
+  experiments/configs/from_workdir.py:WORKDIR is inserted, so --config.x=...
+  overrides apply on top of it as on any config file."""
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    return argv
+  workdir = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--workdir=')), None)
+  if workdir is None or not os.path.exists(
+      os.path.join(os.path.expanduser(workdir), run_record.CONFIG_FILE)):
+    return argv
+  recorded = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
+                          'from_workdir.py')
+  return [argv[0], f'--config={recorded}:{os.path.abspath(os.path.expanduser(workdir))}',
+          *argv[1:]]
 
 
 def config_and_workdir():
@@ -56,13 +90,16 @@ def make_data(config, training: bool = True):
 
   With `training`, the config's batch is checked against the training
   identities (P <= #ids) as soon as the index is read, before the first step.
+  Durations given in epochs become steps here, from the data's own counts
+  (`durations.resolve`, in place).
   """
   setup_tensorflow()
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
-  from experiments import validate  # pylint: disable=g-import-not-at-top
+  from experiments import durations, validate  # pylint: disable=g-import-not-at-top
   data = pipeline.ReIDData(config, jax.process_index(), jax.process_count())
   if training:
     validate.check_training_data(config, data.num_train_ids)
+  durations.resolve(config, durations.steps_per_epoch(config, data))
   return data
 
 
@@ -77,9 +114,16 @@ def check_config(config, workdir: str, command: str, uses_dataset: bool = True):
 
 
 def folder_data(config, root: str):
-  """Tracklet folders of frames under `root`, as an eval split named 'folder'."""
+  """Tracklet folders of frames under `root`, as an eval split named 'folder'.
+
+  No training dataset is read, so durations given in epochs become steps at
+  one step per epoch: nothing trains, and the schedule only shapes the
+  optimizer state restored from the checkpoint, whatever its steps.
+  """
   setup_tensorflow()
   from data_pipelines import folders  # pylint: disable=g-import-not-at-top
+  from experiments import durations  # pylint: disable=g-import-not-at-top
+  durations.resolve(config, per_epoch=1)
   return folders.FolderTracklets(config, root)
 
 
@@ -88,10 +132,10 @@ def run_or_exit(fn, *args, workdir: str = ''):
   line naming it (exit status 2), instead of a traceback. So do a full disk or
   another OS error (status 1) and Ctrl-C (status 130), naming the last
   checkpoint in `workdir`, which is kept."""
-  from jaxreid.training import loop  # pylint: disable=g-import-not-at-top
+  from jaxreid.training import nonfinite, preemption  # pylint: disable=g-import-not-at-top
   try:
     return fn(*args)
-  except loop.NonFiniteLossError as e:  # the run diverged: not a user error
+  except nonfinite.NonFiniteLossError as e:  # the run diverged: not a user error
     logging.debug('Non-finite loss', exc_info=True)
     _exit_with_lines(e, EXIT_FAILURE)
   except (ValueError, FileNotFoundError, NotADirectoryError,
@@ -106,7 +150,7 @@ def run_or_exit(fn, *args, workdir: str = ''):
       _exit_disk_full(e, workdir)
     where = f' ({e.filename})' if getattr(e, 'filename', None) else ''
     _exit_with_lines(f'{e.strerror or e}{where}; {_kept(workdir)}', EXIT_FAILURE, now=True)
-  except loop.PreemptedError as e:
+  except preemption.PreemptedError as e:
     print(f'preempted: {e}', file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
   except KeyboardInterrupt:
@@ -258,6 +302,7 @@ def parse_flags(argv):
   ml_collections raises a bare AttributeError (a traceback) for an unknown key;
   this names the flag, the closest key and the valid keys at that level.
   """
+  argv = _with_recorded_config(argv)
   try:
     return app.parse_flags_with_usage(argv)
   except AttributeError as e:
@@ -333,7 +378,9 @@ def run_main(argv, run, command: str = 'train'):
   init_multihost()
   config, workdir = run_or_exit(config_and_workdir)
   run_or_exit(lambda: check_config(config, workdir, command))
-  if config.all_splits:
-    run_or_exit(lambda: for_each_split(config, workdir, run), workdir=workdir)
-  else:
-    run_or_exit(lambda: run(config, workdir), workdir=workdir)
+  # WORKDIR/log.txt: the absl log of this run
+  with run_record.LogFile(workdir, create=command == 'train'):
+    if config.all_splits:
+      run_or_exit(lambda: for_each_split(config, workdir, run), workdir=workdir)
+    else:
+      run_or_exit(lambda: run(config, workdir), workdir=workdir)

@@ -7,7 +7,7 @@ Eq. 10 fuses them as x_final = W_u x_upper + W_l x_lower + W_g x_global,
 "where the fusion weight W_u, W_l, W_g is adaptive parameters learned from the
 training sets". The paper says no more; here the three scalar weights are fitted
 on the training split's tracklet features with the network's own siamese
-objective (eq. 7, margin alpha = ``loss_options.contrastive_margin``) over
+objective (eq. 7, margin alpha = the config's ``losses.contrastive.margin``) over
 *all* training pairs, positive pairs across cameras and negative pairs weighted
 to count equally (as the paper balances them in training), by Adam (Optax).
 The fused features are then ranked with the Euclidean distance (section 3.2)
@@ -38,9 +38,9 @@ import optax
 from absl import app, flags, logging
 
 from experiments import common
-from jaxreid import reporting
+from jaxreid import inference, losses, reporting, sharding
 from jaxreid.evaluation import ranking, retrieval
-from jaxreid.training import loop, sharding, step as step_lib
+from jaxreid.training import setup
 
 REGIONS = ('upper', 'lower', 'full')  # the order of (W_u, W_l, W_g)
 FUSIONS = ('sum', 'concat')
@@ -61,8 +61,8 @@ def region_features(config, workdirs: dict, data, mesh, splits=('train', 'query'
   for region in REGIONS:
     region_config = config.copy_and_resolve_references()
     region_config.model.region = region
-    state, _ = loop.restore_for_inference(region_config, workdirs[region], mesh)
-    embed_fn = step_lib.make_embed_fn(mesh, region_config.eval.flip)
+    state, _ = setup.restore_for_inference(region_config, workdirs[region], mesh)
+    embed_fn = inference.make_embed_fn(mesh, region_config.eval.flip)
     feats[region] = {}
     for split in splits:
       feats[region][split], labels[split] = retrieval.split_features(
@@ -182,7 +182,7 @@ def fusion_experiment(config, workdir: str, workdirs: dict, fusion_first: str = 
   data = common.make_data(config)
   feats, labels = region_features(config, workdirs, data, mesh)
   stack = lambda split: np.stack([feats[r][split] for r in REGIONS])  # (3, N, D)
-  margin = float(config.loss_options.get('contrastive_margin', 2.0))
+  margin = float(losses.resolved_options(config.losses, 'contrastive')['margin'])
   query, gallery = labels['query'], labels['gallery']
   results = {'regions': list(REGIONS), 'workdirs': dict(workdirs),
              'single': {r: rank(feats[r]['query'], feats[r]['gallery'], query, gallery, config)

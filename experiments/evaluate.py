@@ -1,7 +1,11 @@
-r"""Evaluates the latest checkpoint of a training run.
+r"""Evaluates a checkpoint of a training run (the latest, the best or step N).
 
-  python -m experiments.evaluate --config=experiments/configs/synthetic_baseline.py \
-      --workdir=/tmp/jaxreid/baseline [--config.eval.metric=cosine ...]
+  python -m experiments.evaluate --workdir=/tmp/jaxreid/baseline \
+      [--step=latest|best|N] [--config.eval.metric=cosine ...]
+
+Without --config, the config the run recorded (WORKDIR/config.json) is used,
+with the --config.* overrides on top: another dataset, protocol or sampler
+only needs its flags; what changes the network's shapes must match.
 
 Writes eval_results.json to --workdir. With --config.all_splits=True, evaluates
 WORKDIR/split_<k> for each numbered split of the dataset (as trained by
@@ -11,21 +15,26 @@ experiments.train --config.all_splits=True) and reports mean and std.
 from absl import app, flags
 
 from experiments import common
-from jaxreid.training import loop
+from jaxreid.training import evaluate as evaluate_lib
 
 common.define_flags()
+common.define_step_flag()
 common.define_multihost_flags()
 flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
-def evaluate(config, workdir: str) -> dict:
-  """Prepares the configured dataset and evaluates the workdir's latest
-  checkpoint on it (no training: P and K are not checked against its ids)."""
-  return loop.evaluate_checkpoint(config, workdir, common.make_data(config, training=False))
+def evaluate(config, workdir: str, step='latest') -> dict:
+  """Prepares the configured dataset and evaluates the workdir's checkpoint of
+  `step` (latest, best or a number) on it (no training: P and K are not
+  checked against its ids)."""
+  return evaluate_lib.evaluate_checkpoint(config, workdir,
+                                         common.make_data(config, training=False), step)
 
 
 def main(argv):
-  common.run_main(argv, evaluate, command='evaluate')
+  step = common.run_or_exit(common.checkpoint_step)
+  common.run_main(argv, lambda config, workdir: evaluate(config, workdir, step),
+                  command='evaluate')
 
 
 if __name__ == '__main__':

@@ -30,11 +30,14 @@ _FOLDER = flags.DEFINE_string('folder', None, 'A folder of tracklet folders of f
 _OUTPUT = flags.DEFINE_string('output', None, 'The .npz file to write.', required=True)
 
 common.define_flags()
+common.define_step_flag()
 flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
-def extract(config, workdir: str, output: str, folder=None, splits=('query', 'gallery')):
-  """Writes the features of `folder`'s tracklets, or of the dataset's `splits`."""
+def extract(config, workdir: str, output: str, folder=None, splits=('query', 'gallery'),
+            step='latest'):
+  """Writes the features of `folder`'s tracklets, or of the dataset's `splits`,
+  embedded by the checkpoint of `step` (latest, best or a number)."""
   if not output.endswith('.npz'):
     raise ValueError(f'--output={output}: expected a path ending in .npz.')
   parent = os.path.dirname(os.path.abspath(output))
@@ -52,7 +55,7 @@ def extract(config, workdir: str, output: str, folder=None, splits=('query', 'ga
       raise ValueError(f'Unknown split(s) {", ".join(unknown)}; valid choices: '
                        f'{", ".join(data.index)}.')
     sources = [(s, data, s) for s in splits]
-  arrays = inference.embed_sources(config, workdir, sources)
+  arrays = inference.embed_sources(config, workdir, sources, step=step)
   if jax.process_index() == 0:
     tmp = output + '.tmp.npz'
     np.savez(tmp, **arrays)
@@ -68,7 +71,8 @@ def main(argv):
   common.run_or_exit(lambda: common.check_config(config, workdir, 'extract',
                                                  uses_dataset=not _FOLDER.value))
   common.run_or_exit(lambda: extract(config, workdir, _OUTPUT.value, _FOLDER.value,
-                                     _SPLITS.value), workdir=workdir)
+                                     _SPLITS.value, common.checkpoint_step()),
+                     workdir=workdir)
 
 
 if __name__ == '__main__':

@@ -12,8 +12,9 @@ import os
 
 import numpy as np
 
+from jaxreid import inference, sharding
 from jaxreid.evaluation import retrieval
-from jaxreid.training import loop, sharding, step as step_lib
+from jaxreid.training import setup
 
 # 0-d arrays of a gallery .npz naming the checkpoint that embedded it.
 PROVENANCE_KEYS = ('checkpoint_workdir', 'checkpoint_step', 'checkpoint_fingerprint')
@@ -22,7 +23,7 @@ PROVENANCE_KEYS = ('checkpoint_workdir', 'checkpoint_step', 'checkpoint_fingerpr
 def fingerprint(meta, step: int) -> str:
   """A short hash of the checkpoint's JSON record (what it was built for:
   model name and arguments, classes, input shape, data, ...; see
-  ``loop.checkpoint_meta``) and its step."""
+  ``jaxreid.training.record.checkpoint_meta``) and its step."""
   blob = json.dumps({'meta': meta, 'step': int(step)}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -33,18 +34,19 @@ def provenance(workdir: str, step: int, meta) -> dict:
           'checkpoint_fingerprint': fingerprint(meta, step)}
 
 
-def embed_sources(config, workdir: str, sources, check=None) -> dict:
+def embed_sources(config, workdir: str, sources, check=None, step='latest') -> dict:
   """Features of every tracklet of each (name, data, split) in `sources`, with
   the PROVENANCE_KEYS of the checkpoint used. `check(provenance)`, if given,
   runs once the checkpoint is restored, before any embedding (search refuses
-  a gallery of another checkpoint there)."""
+  a gallery of another checkpoint there). `step`: which checkpoint (latest,
+  best or a number; ``setup.restore_for_inference``)."""
   mesh = sharding.make_mesh()
   sharding.check_batch_divisible(config.eval.batch_size, mesh, 'config.eval.batch_size')
-  state, meta = loop.restore_for_inference(config, workdir, mesh)
+  state, meta = setup.restore_for_inference(config, workdir, mesh, step)
   origin = provenance(workdir, int(state.step), meta)
   if check is not None:
     check(origin)
-  embed_fn = step_lib.make_embed_fn(mesh, config.eval.flip)
+  embed_fn = inference.make_embed_fn(mesh, config.eval.flip)
   parts = []
   for name, data, split in sources:
     feats, labels = retrieval.split_features(embed_fn, state, data, split, mesh)

@@ -3,8 +3,9 @@ r"""Parameter sizes of the M3D paper's Table 1 networks, from jax.eval_shape.
   python -m experiments.param_table            # prints a Markdown table
   python -m experiments.param_table --output=docs/m3d_params.md
 
-Every row is a full-size ResNet-50 built by jaxreid (8 x 256 x 128 clips,
-nothing is initialized: ``jax.eval_shape``). Sizes are float32 parameters in
+Every row is the backbone of a full-size ResNet-50 stream built by jaxreid
+(``m3d.VideoResNet``, 8 x 256 x 128 clips, nothing is initialized:
+``jax.eval_shape``). Sizes are float32 parameters in
 decimal megabytes (4 bytes x count / 1e6), the unit that reproduces the
 paper's differences (I3D - 2D = 90.6 MB, P3D - 2D = 15.2 MB, M3D - 2D = 4.2 MB).
 BatchNorm running statistics are not parameters and are not counted.
@@ -18,23 +19,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreid.backbones import resnet
 from jaxreid.models import m3d
 
 _OUTPUT = flags.DEFINE_string('output', '', 'Also write the Markdown here.')
 
-# name, backbone kwargs, paper's Table 1 size (MB) or None
+# name, stream (m3d.VideoResNet) kwargs, paper's Table 1 size (MB) or None
 ROWS = [
-    ('2D', dict(), 95.7),
-    ('I3D', dict(temporal_blocks='i3d'), 186.3),
-    ('P3D-A', dict(temporal_blocks='p3d_a'), 110.9),
-    ('P3D-B', dict(temporal_blocks='p3d_b'), 110.9),
-    ('P3D-C', dict(temporal_blocks='p3d_c'), 110.9),
-    ('M3D (n = 3, eq. 6 at T = 8; our default)', dict(temporal_blocks='m3d', clip_len=8), 99.9),
-    ('M3D (n = 1 per layer)', dict(temporal_blocks='m3d', m3d_kernels=1), 99.9),
+    ('2D', dict(temporal='2d'), 95.7),
+    ('I3D', dict(temporal='i3d'), 186.3),
+    ('P3D-A', dict(temporal='p3d_a'), 110.9),
+    ('P3D-B', dict(temporal='p3d_b'), 110.9),
+    ('P3D-C', dict(temporal='p3d_c'), 110.9),
+    ('M3D (n = 3, eq. 6 at T = 8; our default)', dict(temporal='m3d', clip_len=8), 99.9),
+    ('M3D (n = 1 per layer)', dict(temporal='m3d', m3d_kernels=1), 99.9),
     ('M3D, official code\'s n = 3, 3, 2, 1 (T halved per stage) + branch BN',
-     dict(temporal_blocks='m3d', m3d_kernels=(3, 3, 2, 1), m3d_branch_norm=True), 99.9),
-    ('M3D (n = 3) + RAL', dict(temporal_blocks='m3d', clip_len=8, ral_stages=(1, 2, 3)), None),
+     dict(temporal='m3d', m3d_kernels=(3, 3, 2, 1), m3d_branch_norm=True), 99.9),
+    ('M3D (n = 3) + RAL', dict(temporal='m3d', clip_len=8, ral='sct'), None),
 ]
 HEAD_CLASSES, HEAD_DIM = 625, 128  # MARS training identities; the official 128-d feature
 
@@ -43,18 +43,21 @@ def count(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
+def stream_params(**kwargs):
+  """The parameter shapes of a full-size ResNet-50 stream (``m3d.VideoResNet``)."""
+  model = m3d.VideoResNet(backbone='resnet50', **kwargs)
+  clip = jnp.zeros((1, 8, 256, 128, 3), jnp.uint8)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), clip))['params']
+
+
 def backbone_params(**kwargs) -> int:
-  model = resnet.ResNet50(**kwargs)
-  clip = jnp.zeros((1, 8, 256, 128, 3))
-  return count(jax.eval_shape(lambda: model.init(jax.random.key(0), clip))['params'])
+  return count(stream_params(num_classes=0, **kwargs)['backbone'])
 
 
 def head_params() -> int:
   """The official code's head on MARS: Linear(2048 -> 128) + BN + Linear(128 -> 625)
   (ours: Dense 2048 -> 128 with bias, BN scale, classifier without bias)."""
-  model = m3d.VideoResNet(num_classes=HEAD_CLASSES, temporal='2d', feature_dim=HEAD_DIM)
-  clip = jnp.zeros((1, 8, 256, 128, 3), jnp.uint8)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), clip))['params']
+  params = stream_params(num_classes=HEAD_CLASSES, temporal='2d', feature_dim=HEAD_DIM)
   return count(params) - count(params['backbone'])
 
 
@@ -64,7 +67,7 @@ def mb(n: int) -> float:
 
 def build_table() -> List[Dict[str, object]]:
   head = head_params()
-  base = backbone_params()
+  base = backbone_params(temporal='2d')
   rows = []
   for name, kwargs, paper in ROWS:
     n = backbone_params(**kwargs)

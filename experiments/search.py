@@ -35,6 +35,7 @@ _ALLOW_OTHER = flags.DEFINE_bool(
 _GALLERY_KEYS = ('features', 'pid', 'camid', 'name')
 
 common.define_flags()
+common.define_step_flag()
 flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
 
 
@@ -78,7 +79,7 @@ def check_provenance(gallery: dict, current: dict, gallery_path: str,
 
 
 def search(config, workdir: str, gallery_path: str, query_root: str, top_k: int,
-           allow_other_checkpoint: bool = False) -> list:
+           allow_other_checkpoint: bool = False, step='latest') -> list:
   """Returns, per query tracklet, (name, [(rank, gallery name, pid, camid, distance)]).
 
   Raises:
@@ -92,7 +93,7 @@ def search(config, workdir: str, gallery_path: str, query_root: str, top_k: int,
   queries = inference.embed_sources(
       config, workdir, [('folder', common.folder_data(config, query_root), 'folder')],
       check=lambda current: check_provenance(gallery, current, gallery_path,
-                                             allow_other_checkpoint))
+                                             allow_other_checkpoint), step=step)
   qf, gf = queries['features'], gallery['features']
   if qf.shape[1] != gf.shape[1]:
     raise ValueError(f'--gallery={gallery_path} holds {gf.shape[1]}-d features but this '
@@ -118,7 +119,7 @@ def main(argv):
   common.run_or_exit(lambda: common.check_config(config, workdir, 'search', uses_dataset=False))
   results = common.run_or_exit(
       lambda: search(config, workdir, _GALLERY.value, _QUERY.value, _TOP_K.value,
-                     _ALLOW_OTHER.value), workdir=workdir)
+                     _ALLOW_OTHER.value, common.checkpoint_step()), workdir=workdir)
   for name, rows in results:
     print(f'query {name}')
     print(reporting.format_table(['rank', 'gallery tracklet', 'pid', 'camid', 'distance'],

@@ -7,7 +7,7 @@ r"""Prints every field of a config with its value and its comment.
 One line per leaf field, `key = value  # comment`, in alphabetical order. The
 comment is the one written beside (or just above) the line that sets the field,
 looked up first in the config file itself, then in the configs it imports
-(e.g. synthetic_baseline.py, which comments every field).
+(down to base.py, which declares and comments every field).
 """
 
 import ast

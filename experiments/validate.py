@@ -22,15 +22,18 @@ import tempfile
 import jax
 
 from data_pipelines import datasets, sampling
+from experiments import durations
 from jaxreid import losses
-from jaxreid.evaluation import distance, ranking
+from jaxreid.evaluation import distance, ranking, visualize
 from jaxreid.models import MODELS
-from jaxreid.training import loop, optim
+from jaxreid.training import optim, settings, setup
 
 # Commands that write into the workdir (checkpoints, events, eval_results.json);
 # extract and search only read it.
 WRITING_COMMANDS = ('train', 'evaluate')
 COMMANDS = ('train', 'evaluate', 'extract', 'search')
+# Eval results a best checkpoint can be chosen by (all: higher is better).
+BEST_METRICS = ('rank1', 'rank5', 'rank10', 'rank20', 'mAP', 'mINP')
 
 
 class ConfigError(ValueError):
@@ -63,30 +66,30 @@ def _check_names(config, problems):
   if config.model_name in MODELS and dataclasses.is_dataclass(MODELS[config.model_name]):
     # Flax modules are dataclasses: an argument the model lacks would be a
     # TypeError deep in set-up (e.g. after switching model_name). The loop
-    # passes num_classes and dtype itself (loop.build_model).
+    # passes num_classes and dtype itself (setup.build_model).
     fields = {f.name for f in dataclasses.fields(MODELS[config.model_name])
               if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype')}
     for key in sorted(set(config.model) - fields):
       problems.append(f'--config.model.{key}: not an argument of model '
                       f'{config.model_name!r}; valid keys: {", ".join(sorted(fields))}.')
-  _choice(problems, 'dtype', config.dtype, loop.DTYPES, 'dtype')
+  _choice(problems, 'dtype', config.dtype, setup.DTYPES, 'dtype')
   _choice(problems, 'train_sampler', config.train_sampler, sampling.TRAIN_SAMPLERS,
           'train sampler')
-  batch_sampler = config.get('batch_sampler', 'pk')
-  _choice(problems, 'batch_sampler', batch_sampler, sampling.BATCH_SAMPLERS, 'batch sampler')
+  _choice(problems, 'batch_sampler', config.batch_sampler, sampling.BATCH_SAMPLERS,
+          'batch sampler')
   _choice(problems, 'eval.sampler', config.eval.sampler, sampling.EVAL_SAMPLERS, 'eval sampler')
   _choice(problems, 'eval.protocol', config.eval.protocol, ranking.PROTOCOLS, 'protocol')
   _choice(problems, 'eval.metric', config.eval.metric, distance.METRICS, 'metric')
+  _choice(problems, 'eval.visualize_queries', config.eval.visualize_queries,
+          visualize.QUERY_CHOICES, 'choice of ranked-list queries')
+  if config.best_checkpoint_metric:
+    _choice(problems, 'best_checkpoint_metric', config.best_checkpoint_metric,
+            BEST_METRICS, 'metric (or \'\' for no best checkpoint)')
   _choice(problems, 'optimizer', config.optimizer, optim.OPTIMIZERS, 'optimizer')
   _choice(problems, 'schedule.kind', config.schedule.kind, optim.SCHEDULES, 'schedule')
-  if not config.losses:
-    problems.append(f'--config.losses is empty; name at least one of '
-                    f'{", ".join(sorted(losses.LOSS_TERMS))} with a weight.')
-  for term in sorted(config.losses):
-    _at_least(problems, f'losses.{term}', config.losses[term], 0, 'a weight')
-    if term not in losses.LOSS_TERMS:
-      problems.append(f'--config.losses.{term}: unknown loss term; valid choices: '
-                      f'{", ".join(sorted(losses.LOSS_TERMS))}.')
+  _choice(problems, 'epoch', config.epoch, durations.EPOCHS, 'epoch')
+  # Terms, weights and each term's option names, against the term functions.
+  problems.extend(losses.config_problems(config.losses))
 
 
 def _check_sizes(config, problems, training: bool):
@@ -98,17 +101,17 @@ def _check_sizes(config, problems, training: bool):
   _at_least(problems, 'eval.clip_len', config.eval.clip_len, 0, note=' (0 = same as clip_len)')
   _at_least(problems, 'eval.max_chunks', config.eval.max_chunks, 0, note=' (0 = no limit)')
   _at_least(problems, 'eval.num_visualize', config.eval.num_visualize, 0)
-  _at_least(problems, 'num_train_steps', config.num_train_steps, 0)
+  problems.extend(durations.problems(config))  # steps or epochs, each in range
   _at_least(problems, 'eval_every_steps', config.eval_every_steps, 0,
             note=' (0 = at the end only)')
   _at_least(problems, 'schedule.warmup_steps', config.schedule.warmup_steps, 0)
   _at_least(problems, 'weight_decay', config.weight_decay, 0, 'a number')
   if not config.learning_rate > 0:  # also catches NaN
     problems.append(f'{_flag("learning_rate", config.learning_rate)}: expected a number > 0.')
-  if config.get('batch_sampler', 'pk') == 'pairs':
+  if config.batch_sampler == 'pairs':
     # sampling.plan_pair_batch: half positive, half negative pairs; the loop
     # sizes and shards the batch as P * K clips.
-    pairs = config.get('num_pairs', 0)
+    pairs = config.num_pairs
     if pairs < 2 or pairs % 2:
       problems.append(f'{_flag("num_pairs", pairs)}: expected an even number >= 2 (half '
                       'positive and half negative pairs).')
@@ -230,9 +233,12 @@ def validate_config(config, workdir: str = '', command: str = 'train', workdir_f
   if workdir:
     check_workdir(workdir, command, workdir_flag)
   problems = []
-  if command == 'train':  # bookkeeping that would lose the model or divide by zero
+  if command == 'train' and not durations.problems(config):
+    # Bookkeeping that would lose the model or divide by zero, in steps: the
+    # dataset's size is not known yet, so epochs count one step each here
+    # (what is checked, a count of 0 or below, does not depend on the size).
     try:
-      loop.check_settings(config)
+      settings.check_settings(durations.resolve(config.copy_and_resolve_references(), 1))
     except ValueError as e:
       problems.append(str(e))
   _check_names(config, problems)
@@ -253,10 +259,10 @@ def check_training_data(config, num_train_ids: int):
     ConfigError: naming the flag, the value and the largest valid value.
   """
   name = f'{config.dataset}' + (f'/{config.dataset_config}' if config.dataset_config else '')
-  if config.get('batch_sampler', 'pk') == 'pk' and config.num_identities > num_train_ids:
+  if config.batch_sampler == 'pk' and config.num_identities > num_train_ids:
     raise ConfigError([f'{_flag("num_identities", config.num_identities)}: more than the '
                        f'{num_train_ids} training identities of {name}; choose at most '
                        f'{num_train_ids}.'])
-  if config.get('batch_sampler', 'pk') == 'pairs' and num_train_ids < 2:
+  if config.batch_sampler == 'pairs' and num_train_ids < 2:
     raise ConfigError([f'{_flag("batch_sampler", "pairs")}: {name} has {num_train_ids} '
                        'training identity; negative pairs need at least 2.'])

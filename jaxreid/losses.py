@@ -1,27 +1,37 @@
-"""Re-ID objectives, selected and weighted by configuration.
+"""Re-ID objectives, selected, weighted and configured per term.
 
-``config.losses = {'ce': 1.0, 'triplet': 1.0}`` names terms of ``LOSS_TERMS``
-with their weights, so a paper's objective and its ablations are config files,
-not code branches (docs/design.md, "Model contract"). Every term has the signature
-``term(outputs, labels, cfg) -> scalar`` where ``outputs`` is the model's dict,
-``labels`` (B,) int32 training identities and ``cfg`` the config's
-``loss_options`` (margins, smoothing, ...).
+``config.losses`` names terms of ``LOSS_TERMS``, each with its weight and its
+options::
+
+  config.losses = {'ce': {'weight': 1.0, 'label_smoothing': 0.1},
+                   'triplet': {'weight': 1.0, 'margin': 0.3}}
+
+so a paper's objective and its ablations are config files, not code branches
+(docs/design.md, "Model contract"). A term is a function
+``term(x, labels, **options) -> scalar``: ``x`` is the model output it reads
+(``jaxreid.models.LOSS_INPUTS`` says which), ``labels`` (B,) int32 training
+identities, and a term's config entries other than 'weight' are keyword
+arguments of its function. The defaults are those of the function
+signatures and are written nowhere else.
 
 Losses are computed in float32 whatever the model's compute dtype.
 """
 
+import inspect
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxreid import models
+
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   """Softmax cross-entropy, optionally with label smoothing.
 
   With smoothing eps the target is (1 - eps) * one_hot + eps / num_classes
-  (Szegedy et al. 2016), as in the strong re-ID baseline and MSTN (eq. 5).
+  (`[Inception]`), as in the strong re-ID baseline and MSTN (eq. 5).
 
   Args:
     logits: (B, K) class scores.
@@ -35,6 +45,19 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
+def summed_cross_entropy(logits_list, labels, label_smoothing: float = 0.0):
+  """`cross_entropy` of each classifier in `logits_list`, summed: the
+  two-stream M3D's softmax per stream (the same gradients as training them
+  apart), MSTN's softmax on f1 (Loss_c), Inception-v3's auxiliary classifier.
+
+  Args:
+    logits_list: a list of (B, K) class scores.
+    labels: (B,) int class indices.
+    label_smoothing: eps of every classifier.
+  """
+  return sum(cross_entropy(logits, labels, label_smoothing) for logits in logits_list)
 
 
 def pairwise_distances(x, metric: str = 'euclidean'):
@@ -57,7 +80,7 @@ def pairwise_distances(x, metric: str = 'euclidean'):
 
 def batch_hard_triplet(embeddings, labels, margin: float = 0.3,
                        metric: str = 'euclidean', soft_margin: bool = False):
-  """Batch-hard triplet loss (Hermans et al. 2017).
+  """Batch-hard triplet loss (`[Triplet]`).
 
   For each anchor, the farthest positive and the nearest negative in the batch:
   L = mean_a max(0, m + d(a, p*) - d(a, n*)), or log(1 + exp(d_ap - d_an)) with
@@ -83,11 +106,30 @@ def batch_hard_triplet(embeddings, labels, margin: float = 0.3,
   return jnp.mean(jax.nn.relu(gap + margin))
 
 
+def part_batch_hard_triplet(part_features, labels, margin: float = 0.4,
+                            metric: str = 'euclidean'):
+  """Part-level ranking constraint L_p (`[RRU]` eq. 10): the batch-hard
+  triplet of each horizontal strip, averaged over the H strips (eq. 10's
+  1/(NKH); the official code's (1/8) sum over its 8 rows).
+
+  Args:
+    part_features: (B, H, D) one feature per strip.
+    labels: (B,) identities.
+    margin: m (the paper: 0.4).
+    metric: 'euclidean' (the paper's D) or 'cosine'.
+  Returns:
+    A float32 scalar.
+  """
+  per_strip = jax.vmap(lambda p: batch_hard_triplet(p, labels, margin, metric),
+                       in_axes=1)(part_features)  # (H,)
+  return jnp.mean(per_strip)
+
+
 FOCAL_MODES = ('target', 'all_classes')
 
 
 def focal_loss(logits, labels, gamma: float = 2.0, mode: str = 'target', alpha=None):
-  """Sigmoid focal loss for identity classification (Lin et al. 2017).
+  """Sigmoid focal loss for identity classification (`[Focal]`).
 
   'target' is TRSA's eq. 7-8: p_i = sigmoid of the target class's logit,
   L_f = -mean_i (1 - p_i)^gamma log p_i; the other classes' logits get no
@@ -133,58 +175,16 @@ def temporal_attention_regularizer(attention):
   return jnp.mean(jnp.sum(jnp.square(1.0 - total), axis=(1, 2)))
 
 
-def _ce_term(outputs, labels, cfg):
-  return cross_entropy(outputs['logits'], labels, cfg.get('label_smoothing', 0.0))
-
-
-def _triplet_term(outputs, labels, cfg):
-  features = outputs.get('triplet_features', outputs['embedding'])
-  return batch_hard_triplet(features, labels, margin=cfg.get('triplet_margin', 0.3),
-                            metric=cfg.get('triplet_metric', 'euclidean'),
-                            soft_margin=cfg.get('triplet_soft_margin', False))
-
-
-def _focal_term(outputs, labels, cfg):
-  alpha = cfg.get('focal_alpha', None)
-  alpha = None if alpha is None or alpha < 0 else alpha  # < 0: no alpha weighting
-  return focal_loss(outputs['logits'], labels, gamma=cfg.get('focal_gamma', 2.0),
-                    mode=cfg.get('focal_mode', 'target'), alpha=alpha)
-
-
-def _temporal_reg_term(outputs, labels, cfg):
-  del labels, cfg
-  if 'attention' not in outputs:
-    raise ValueError("Loss term 'temporal_reg' needs the model's 'attention' output "
-                     '(TRSA with attention=True).')
-  return temporal_attention_regularizer(outputs['attention'])
-
-
-def _ce_streams_term(outputs, labels, cfg):
-  """Softmax CE of every stream's classifier, summed (two-stream M3D: each
-  stream trained with its own softmax, the same gradients as apart)."""
-  if 'stream_logits' not in outputs:
-    raise ValueError("Loss term 'ce_streams' needs the model's 'stream_logits' output "
-                     '(two_stream_m3d).')
-  smoothing = cfg.get('label_smoothing', 0.0)
-  return sum(cross_entropy(logits, labels, smoothing) for logits in outputs['stream_logits'])
-
-def _aux_ce_term(outputs, labels, cfg):
-  """Softmax CE of every auxiliary classifier in ``outputs['aux_logits']``
-  (a list), summed: MSTN's softmax on the multi-scale feature f1 (Loss_c),
-  Inception-v3's auxiliary classifier (RRU). ``aux_label_smoothing`` (default
-  0) is their label smoothing."""
-  if 'aux_logits' not in outputs:
-    raise ValueError("Loss term 'aux_ce' needs the model's 'aux_logits' output "
-                     '(a list of (B, num_classes) auxiliary classifier scores).')
-  smoothing = cfg.get('aux_label_smoothing', 0.0)
-  return sum(cross_entropy(logits, labels, smoothing) for logits in outputs['aux_logits'])
+def _temporal_reg_term(attention, labels):
+  del labels  # the regularizer constrains the attention maps alone
+  return temporal_attention_regularizer(attention)
 
 
 CONTRASTIVE_FORMS = ('squared', 'hinge')
 
 
 def contrastive_loss(features, labels, margin: float = 2.0, form: str = 'squared'):
-  """Siamese loss on consecutive row pairs (CRF eq. 7; Hadsell et al. 2006).
+  """Siamese loss on consecutive row pairs (`[CRF]` eq. 7; Hadsell et al. 2006).
 
   Rows (2i, 2i + 1) form pair i, positive when their labels agree. With
   d = ||x_i - x_j||_2: 'squared' (eq. 7) gives d^2 / 2 for a positive pair
@@ -216,69 +216,102 @@ def contrastive_loss(features, labels, margin: float = 2.0, form: str = 'squared
   return jnp.mean(per_pair)
 
 
-def _contrastive_term(outputs, labels, cfg):
-  features = outputs.get('pair_features', outputs['embedding'])
-  return contrastive_loss(features, labels, margin=cfg.get('contrastive_margin', 2.0),
-                          form=cfg.get('contrastive_form', 'squared'))
-
-
-def part_batch_hard_triplet(part_features, labels, margin: float = 0.4,
-                            metric: str = 'euclidean'):
-  """Part-level ranking constraint L_p (RRU paper eq. 10): the batch-hard
-  triplet of each horizontal strip, averaged over the H strips (eq. 10's
-  1/(NKH); the official code's (1/8) sum over its 8 rows).
-
-  Args:
-    part_features: (B, H, D) one feature per strip.
-    labels: (B,) identities.
-    margin: m (the paper: 0.4).
-    metric: 'euclidean' (the paper's D) or 'cosine'.
-  Returns:
-    A float32 scalar.
-  """
-  per_strip = jax.vmap(lambda p: batch_hard_triplet(p, labels, margin, metric),
-                       in_axes=1)(part_features)  # (H,)
-  return jnp.mean(per_strip)
-
-
-def _part_triplet_term(outputs, labels, cfg):
-  if 'part_features' not in outputs:
-    raise ValueError("Loss term 'part_triplet' needs the model's 'part_features' output "
-                     '(B, parts, D) (rru).')
-  return part_batch_hard_triplet(outputs['part_features'], labels,
-                                 margin=cfg.get('part_triplet_margin', 0.4),
-                                 metric=cfg.get('triplet_metric', 'euclidean'))
-
-
+# Term name -> function(x, labels, **options); x is the model output of
+# jaxreid.models.LOSS_INPUTS[name].
 LOSS_TERMS: dict[str, Callable] = {
-    'ce': _ce_term,
-    'triplet': _triplet_term,
-    'ce_streams': _ce_streams_term,
-    'aux_ce': _aux_ce_term,
-    'focal': _focal_term,
+    'ce': cross_entropy,
+    'triplet': batch_hard_triplet,
+    'ce_streams': summed_cross_entropy,
+    'aux_ce': summed_cross_entropy,
+    'focal': focal_loss,
     'temporal_reg': _temporal_reg_term,
-    'contrastive': _contrastive_term,
-    'part_triplet': _part_triplet_term,
+    'contrastive': contrastive_loss,
+    'part_triplet': part_batch_hard_triplet,
 }
 
 
-def check_loss_weights(weights: Mapping[str, float]):
-  """Raises a clear error for loss names that are not registered."""
-  unknown = sorted(set(weights) - set(LOSS_TERMS))
-  if unknown:
-    raise ValueError(f'Unknown loss term(s) {", ".join(unknown)} in config.losses; '
-                     f'valid choices: {", ".join(sorted(LOSS_TERMS))}.')
-  if not weights:
-    raise ValueError('config.losses is empty; name at least one of '
-                     f'{", ".join(sorted(LOSS_TERMS))} with a weight.')
+def option_defaults(term: str) -> dict:
+  """{option: default} of a term: its function's arguments after (x, labels)."""
+  parameters = list(inspect.signature(LOSS_TERMS[term]).parameters.values())[2:]
+  return {p.name: p.default for p in parameters}
 
 
-def total_loss(outputs, labels, weights: Mapping[str, float], cfg: Mapping):
+def config_problems(config_losses: Mapping) -> list:
+  """One line per problem of `config.losses`: no term, an unknown term, a term
+  that is not ``{'weight': w, <options>}``, a weight < 0, an unknown option."""
+  valid_terms = ', '.join(sorted(LOSS_TERMS))
+  if not config_losses:
+    return [f'--config.losses is empty; name at least one of {valid_terms} with a weight, '
+            "e.g. {'ce': {'weight': 1.0}}."]
+  problems = []
+  for term in sorted(config_losses):
+    spec, flag = config_losses[term], f'--config.losses.{term}'
+    if term not in LOSS_TERMS:
+      problems.append(f'{flag}: unknown loss term; valid choices: {valid_terms}.')
+    elif not hasattr(spec, 'keys'):  # a dict or a ConfigDict
+      problems.append(f"{flag}={spec!r}: expected the term's weight and options, e.g. "
+                      "{'weight': 1.0}.")
+    elif 'weight' not in spec:
+      problems.append(f"{flag}: no 'weight'; give one, e.g. {flag}.weight=1.0.")
+    else:
+      weight = spec['weight']
+      if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        problems.append(f'{flag}.weight={weight!r}: expected a weight >= 0.')
+      valid = sorted(['weight', *option_defaults(term)])
+      for key in sorted(set(spec) - set(valid)):
+        problems.append(f'{flag}.{key}: not an option of loss term {term!r}; valid keys: '
+                        f'{", ".join(valid)}.')
+  return problems
+
+
+def check_loss_weights(config_losses: Mapping):
+  """Raises ValueError listing every `config_problems` line of `config.losses`."""
+  problems = config_problems(config_losses)
+  if problems:
+    raise ValueError('\n'.join(problems))
+
+
+def term_weights(config_losses: Mapping) -> dict:
+  """{term: weight} of `config.losses`, for ``total_loss``."""
+  return {term: config_losses[term]['weight'] for term in config_losses}
+
+
+def term_options(config_losses: Mapping) -> dict:
+  """{term: {option: value}} of `config.losses` (every entry but 'weight'),
+  for ``total_loss``."""
+  return {term: {k: v for k, v in dict(config_losses[term]).items() if k != 'weight'}
+          for term in config_losses}
+
+
+def resolved_options(config_losses: Mapping, term: str) -> dict:
+  """The options `term` runs with under `config.losses`: its function's
+  defaults, updated by the config's entries (none if the term is not there)."""
+  given = term_options(config_losses).get(term, {})
+  return {**option_defaults(term), **given}
+
+
+def total_loss(outputs: models.ModelOutputs, labels, weights: Mapping[str, float],
+               options: Mapping = None, model=None):
   """Weighted sum of the configured terms, and each term for logging.
 
+  Every term's model output is looked up first (``models.loss_inputs``), so a
+  model lacking one fails at the first trace, in one line naming the term,
+  the output and what the model returns.
+
+  Args:
+    outputs: the model's dict (``jaxreid.models.ModelOutputs``).
+    labels: (B,) int32 training identities.
+    weights: {term: weight}, ``term_weights(config.losses)``.
+    options: {term: {option: value}}, ``term_options(config.losses)``; a term
+      missing here takes its function's defaults.
+    model: the Flax module whose `outputs` these are (or its ``apply``),
+      named in that error.
   Returns:
     (total, {name: term value}) as float32 scalars.
   """
-  terms = {name: LOSS_TERMS[name](outputs, labels, cfg) for name in weights}
+  options = options or {}
+  inputs = models.loss_inputs(weights, outputs, model)
+  terms = {name: LOSS_TERMS[name](inputs[name], labels, **options.get(name, {}))
+           for name in weights}
   total = sum(float(weights[name]) * value for name, value in terms.items())
   return total, terms

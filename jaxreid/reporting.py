@@ -1,4 +1,4 @@
-"""Plain-text tables for the console: dataset summaries and results."""
+"""Plain text for the console: tables (dataset summaries, results) and log-line parts."""
 
 from typing import Mapping, Sequence
 
@@ -30,3 +30,16 @@ def format_results(results: Mapping, title: str = 'Results') -> str:
   return (text + f'\nprotocol={results["protocol"]}  metric={results["metric"]}  '
           f'queries={results["num_query"]} (valid {results["num_valid_queries"]})  '
           f'gallery={results["num_gallery"]}')
+
+
+def format_metrics(metrics: Mapping) -> str:
+  """'loss=2.301 loss_ce=2.056 ...': a log line's metrics, learning rate last."""
+  keys = sorted(k for k in metrics if k != 'learning_rate') + (
+      ['learning_rate'] if 'learning_rate' in metrics else [])
+  return ' '.join(f'{k}={metrics[k]:.6g}' for k in keys)
+
+
+def format_duration(seconds: float) -> str:
+  """'1:02:03' (hours:minutes:seconds), e.g. an ETA."""
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'

@@ -1,13 +1,18 @@
 """Test setup: 8 simulated CPU devices, so data-parallel code runs as on a host
-with 8 accelerators. Must run before JAX initializes its backend."""
+with 8 accelerators. Must run before JAX initializes its backend; subprocesses
+started with this environment get the same 8 devices."""
 
 import os
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # read when JAX is imported
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import pytest  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import chex
+import pytest
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+chex.set_n_cpu_devices(8)
 
 
 @pytest.fixture(scope='session')

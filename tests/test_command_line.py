@@ -75,3 +75,7 @@ def test_show_config_prints_every_field_with_value_and_comment(tmp_path):
   assert lines['clip_len'].endswith('# T frames per training clip')
   assert lines['eval.metric'].endswith("# euclidean | cosine")
   assert 'eval.rerank.k1' in lines and 'augment.flip' in lines  # nested leaves too
+  # A loss term's option, commented in synthetic_baseline.py; a field declared in base.py.
+  assert lines['losses.ce.label_smoothing'].endswith('# of the softmax cross-entropy (0 = plain '
+                                                      'softmax)')
+  assert lines['num_train_epochs'].startswith('num_train_epochs = None ')

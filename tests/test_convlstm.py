@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from jaxreid.layers import convlstm
 
@@ -76,29 +77,34 @@ def _randomize(params, seed):
 # --- the cell -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize('peephole,forget_bias,kernel', [
-    (False, 0.0, (3, 3)), (True, 0.0, (3, 3)), (False, 1.0, (3, 3)), (True, 1.0, (5, 3))])
-def test_cell_matches_eq1(peephole, forget_bias, kernel):
-  rng = np.random.default_rng(0)
-  b, hgt, wid, c_in, feat = 2, 5, 4, 3, 6
-  x = rng.normal(size=(b, hgt, wid, c_in)).astype(np.float32)
-  h = rng.normal(size=(b, hgt, wid, feat)).astype(np.float32) * 0.5
-  c = rng.normal(size=(b, hgt, wid, feat)).astype(np.float32)
-  cell = convlstm.ConvLSTMCell(feat, kernel_size=kernel, peephole=peephole,
-                               forget_bias=forget_bias)
-  params = cell.init(jax.random.key(0), (jnp.asarray(c), jnp.asarray(h)), jnp.asarray(x))['params']
-  params = _randomize(params, 1)
-  assert params['gates']['kernel'].shape == kernel + (c_in + feat, 4 * feat)
-  assert ('w_ci' in params) == peephole
-  if peephole:
-    assert params['w_ci'].shape == (hgt, wid, feat)
-  (c_out, h_out), y = cell.apply({'params': params}, (jnp.asarray(c), jnp.asarray(h)),
-                                 jnp.asarray(x))
-  h_ref, c_ref = _np_convlstm_step(x.astype(np.float64), h.astype(np.float64),
-                                   c.astype(np.float64), _eq1_weights(params, c_in), forget_bias)
-  assert np.max(np.abs(np.asarray(h_out) - h_ref)) < 1e-5
-  assert np.max(np.abs(np.asarray(c_out) - c_ref)) < 1e-5
-  np.testing.assert_array_equal(y, h_out)
+class CellTest(chex.TestCase):
+  """The cell against eq. 1, jitted and not."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((False, 0.0, (3, 3)), (True, 0.0, (3, 3)), (False, 1.0, (3, 3)),
+                            (True, 1.0, (5, 3)))
+  def test_cell_matches_eq1(self, peephole, forget_bias, kernel):
+    rng = np.random.default_rng(0)
+    b, hgt, wid, c_in, feat = 2, 5, 4, 3, 6
+    x = rng.normal(size=(b, hgt, wid, c_in)).astype(np.float32)
+    h = rng.normal(size=(b, hgt, wid, feat)).astype(np.float32) * 0.5
+    c = rng.normal(size=(b, hgt, wid, feat)).astype(np.float32)
+    cell = convlstm.ConvLSTMCell(feat, kernel_size=kernel, peephole=peephole,
+                                 forget_bias=forget_bias)
+    params = cell.init(jax.random.key(0), (jnp.asarray(c), jnp.asarray(h)),
+                       jnp.asarray(x))['params']
+    params = _randomize(params, 1)
+    assert params['gates']['kernel'].shape == kernel + (c_in + feat, 4 * feat)
+    assert ('w_ci' in params) == peephole
+    if peephole:
+      assert params['w_ci'].shape == (hgt, wid, feat)
+    (c_out, h_out), y = self.variant(cell.apply)({'params': params},
+                                                 (jnp.asarray(c), jnp.asarray(h)), jnp.asarray(x))
+    h_ref, c_ref = _np_convlstm_step(x.astype(np.float64), h.astype(np.float64),
+                                     c.astype(np.float64), _eq1_weights(params, c_in), forget_bias)
+    expected = jax.tree.map(lambda a: a.astype(np.float32), (h_ref, c_ref))
+    chex.assert_trees_all_close((h_out, c_out), expected, atol=1e-5, rtol=0)
+    chex.assert_trees_all_equal(y, h_out)
 
 
 def test_peepholes_start_at_zero_and_forget_bias_changes_the_state():

@@ -7,6 +7,7 @@ followed by the eq. 10 fusion script."""
 
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +63,7 @@ def test_eq9_objective_from_config():
   outputs = {'pair_features': jnp.asarray(feats), 'embedding': jnp.zeros((4, 3)),
              'logits': jnp.asarray(logits)}
   total, terms = losses.total_loss(outputs, jnp.asarray(labels), {'contrastive': 1.0, 'ce': 2.0},
-                                   {'contrastive_margin': 2.0})
+                                   {'contrastive': {'margin': 2.0}})
   log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   sof = -log_softmax[np.arange(4), labels]  # per sequence
   sia = [0.5 * np.sum((feats[0] - feats[1])**2),
@@ -247,6 +248,7 @@ def test_table3_branches_and_options():
 # --- configs -------------------------------------------------------------------
 
 def test_configs():
+  from experiments import durations
   from experiments.configs import crf_ilids_vid, crf_prid2011, crf_synthetic
   ilids, prid = crf_ilids_vid.get_config(), crf_prid2011.get_config()
   for c in (ilids, prid):
@@ -254,8 +256,11 @@ def test_configs():
     assert c.batch_sampler == 'pairs' and 2 * c.num_pairs == c.num_identities * c.num_instances
     assert c.clip_len == c.eval.clip_len == 16 and (c.height, c.width) == (64, 48)
     assert c.all_splits and set(c.losses) <= set(losses.LOSS_TERMS)
-    assert c.loss_options.contrastive_margin == 2.0
+    assert losses.resolved_options(c.losses, 'contrastive')['margin'] == 2.0
   # McLaughlin's 500 epochs of 2 x N_train pairs, 2 pairs per step.
+  for c, train_ids in ((ilids, 150), (prid, 89)):  # the datasets' training identities
+    durations.resolve(c, durations.steps_per_epoch(c, types.SimpleNamespace(
+        num_train_ids=train_ids)))
   assert ilids.num_train_steps == 500 * 150 and prid.num_train_steps == 500 * 89
   for variant in crf_synthetic.VARIANTS:
     c = crf_synthetic.get_config(variant)
@@ -280,8 +285,8 @@ def test_tiny_train_eval_and_fusion(tmp_path, tiny_config):
   c.model_name = 'crf'
   c.model = ml_collections.ConfigDict(dict(filters=(4, 4, 4), feature_dim=8, conv_padding=2,
                                            region='full'))
-  c.losses = ml_collections.ConfigDict({'contrastive': 1.0, 'ce': 2.0})
-  c.loss_options = ml_collections.ConfigDict(dict(contrastive_margin=2.0))
+  c.losses = ml_collections.ConfigDict({'contrastive': {'weight': 1.0, 'margin': 2.0},
+                                        'ce': {'weight': 2.0}})
   workdirs = {r: str(tmp_path / r) for r in ('full', 'upper', 'lower')}
   trained = {}
   for region, workdir in workdirs.items():
@@ -289,7 +294,7 @@ def test_tiny_train_eval_and_fusion(tmp_path, tiny_config):
     trained[region] = results = train.train_and_evaluate(c, workdir)
     assert 0.0 <= results['rank1'] <= 1.0 and results['step'] == 6
   c.model.region = 'full'
-  c.eval.flip = True  # mirrors flow too (step.mirror_inputs)
+  c.eval.flip = True  # mirrors flow too (inference.mirror_inputs)
   assert 0.0 <= evaluate.evaluate(c, workdirs['full'])['rank1'] <= 1.0
   c.eval.flip = False
   out = str(tmp_path / 'fusion')

@@ -26,7 +26,8 @@ import optax
 import pytest
 
 from experiments.configs import tiny
-from jaxreid.training import checkpoint, loop, state as state_lib, workdir_lock
+from jaxreid.training import checkpoint, checkpoint_record as record, loop, nonfinite
+from jaxreid.training import state as state_lib, workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -229,29 +230,29 @@ def test_evaluation_on_training_persons_is_refused():
   meta = {'dataset': 'prid2011', 'dataset_config': 'split_0', 'train_pids': [1, 2, 3, 7]}
   # split_1 tests persons 3 and 7, which split_0 trained on.
   with pytest.raises(ValueError) as e:
-    loop.check_not_trained_on(meta, _config(), _FakeData([3, 4], [3, 4, 7, 8]))
+    record.check_not_trained_on(meta, _config(), _FakeData([3, 4], [3, 4, 7, 8]))
   assert str(e.value) == (
       "The checkpoint was trained on prid2011 'split_0'; evaluating it on prid2011 'split_1' "
       'would report leaked results: 2 of its query/gallery person ids (e.g. 3, 7) are '
       'training persons of the checkpoint. Evaluate with --config.dataset_config=split_0, '
       'or on another dataset.')
   # Its own split (disjoint test persons) and junk ids: allowed.
-  loop.check_not_trained_on(meta, _config(dataset_config='split_0'),
-                            _FakeData([4, 5], [-1, 0, 4, 5, 6]))
+  record.check_not_trained_on(meta, _config(dataset_config='split_0'),
+                             _FakeData([4, 5], [-1, 0, 4, 5, 6]))
   # Another dataset (its person ids name other people): allowed.
-  loop.check_not_trained_on(meta, _config('ilids_vid'), _FakeData([1, 2], [1, 2, 3]))
+  record.check_not_trained_on(meta, _config('ilids_vid'), _FakeData([1, 2], [1, 2, 3]))
   # An older record without the training ids: another numbered split is refused by name,
   # the builder default ('' = split_0) counts as split_0.
   old = {'dataset': 'prid2011', 'dataset_config': 'split_0'}
   with pytest.raises(ValueError, match='numbered splits of a dataset share persons'):
-    loop.check_not_trained_on(old, _config(), _FakeData([3], [3]))
-  loop.check_not_trained_on(old, _config(dataset_config=''), _FakeData([3], [3], 'split_0'))
+    record.check_not_trained_on(old, _config(), _FakeData([3], [3]))
+  record.check_not_trained_on(old, _config(dataset_config=''), _FakeData([3], [3], 'split_0'))
 
 
 def test_checkpoint_meta_records_data_and_optimizer():
   c = _config()
   c.optimizer, c.schedule.kind = 'sgd', 'cosine'
-  meta = loop.checkpoint_meta(c, 89, train_pids=np.array([9, 2, 5]), dataset_config='split_1')
+  meta = record.checkpoint_meta(c, 89, train_pids=np.array([9, 2, 5]), dataset_config='split_1')
   assert meta['dataset'] == 'prid2011' and meta['dataset_config'] == 'split_1'
   assert meta['optimizer'] == 'sgd' and meta['schedule_kind'] == 'cosine'
   assert meta['train_pids'] == [2, 5, 9] and meta['backbone_lr_group'] is False
@@ -281,7 +282,7 @@ class _Ckpt:
 
 
 def test_a_run_that_skips_too_many_steps_stops(caplog):
-  guard = loop._NonFiniteGuard(_Ckpt(), skip=True, skipped_before=0)  # pylint: disable=protected-access
+  guard = nonfinite.NonFiniteGuard(_Ckpt(), skip=True, skipped_before=0)
   with caplog.at_level(logging.WARNING):
     guard.count = jnp.asarray(1.0)
     guard.check_skipped(2, 0.1)  # one skipped step is always allowed
@@ -294,7 +295,7 @@ def test_a_run_that_skips_too_many_steps_stops(caplog):
       'Skipped 1 non-finite step(s) since the last log line: 2 of 20 steps so far '
       '(config.max_skipped_fraction = 0.1).']
   guard.count = jnp.asarray(19.0)
-  with pytest.raises(loop.NonFiniteLossError) as e:
+  with pytest.raises(nonfinite.NonFiniteLossError) as e:
     guard.check_skipped(20, 0.1)
   assert str(e.value).startswith(
       'Skipped 19 of 20 steps as non-finite (95%), more than --config.max_skipped_fraction=0.1')

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import tiny
-from jaxreid.training import loop, sharding, step as step_lib
+from jaxreid import sharding
+from jaxreid.training import setup, step as step_lib
 
 
 def test_bfloat16_computes_in_bf16_and_keeps_f32_state(tmp_path):
@@ -14,8 +15,9 @@ def test_bfloat16_computes_in_bf16_and_keeps_f32_state(tmp_path):
   config.height, config.width, config.clip_len = 32, 16, 2
   config.dtype = 'bfloat16'
   mesh = sharding.make_mesh()
-  _, state, schedule, state_sh, ckpt, _ = loop.setup_state(config, str(tmp_path), 4, mesh)
-  ckpt.close()
+  run = setup.setup_state(config, str(tmp_path), 4, mesh)
+  run.checkpointer.close()
+  state = run.state
   b = config.num_identities * config.num_instances
   rng = np.random.default_rng(0)
   frames = rng.integers(0, 256, (b, config.clip_len, config.height, config.width, 3), np.uint8)
@@ -32,7 +34,7 @@ def test_bfloat16_computes_in_bf16_and_keeps_f32_state(tmp_path):
   # the global mean, BNNeck and classifier are cheap and run in f32).
   assert 'bf16[' in jaxpr and 'convert_element_type[new_dtype=float32' in jaxpr
 
-  train_step = step_lib.make_train_step(config, schedule, state_sh, mesh)
+  train_step = step_lib.make_train_step(config, run.schedule, run.state_sharding, mesh)
   state, metrics = train_step(state, sharding.to_global({'frames': frames, 'pid': pid}, mesh))
   for name in ('params', 'opt_state', 'batch_stats'):
     dtypes = {x.dtype for x in jax.tree.leaves(getattr(state, name))

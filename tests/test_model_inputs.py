@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxreid.training import sharding, state as state_lib, step as step_lib
+from jaxreid import inference, sharding
+from jaxreid.training import state as state_lib
 
 
 class _FlowProbe(nn.Module):
@@ -33,8 +34,8 @@ def test_model_inputs_passes_flow_as_keyword_and_flip_negates_dx():
   frames = rng.integers(0, 256, (2, 3, 4, 5, 3)).astype(np.uint8)
   flow = rng.normal(size=(2, 3, 4, 5, 2)).astype(np.float32)
   batch = {'frames': frames, 'flow': flow, 'pid': np.zeros(2, np.int32)}
-  assert set(step_lib.model_inputs(batch)) == {'frames', 'flow'}
-  mirrored = step_lib.mirror_inputs(step_lib.model_inputs(batch))
+  assert set(inference.model_inputs(batch)) == {'frames', 'flow'}
+  mirrored = inference.mirror_inputs(inference.model_inputs(batch))
   np.testing.assert_array_equal(mirrored['frames'], frames[:, :, :, ::-1])
   np.testing.assert_array_equal(mirrored['flow'][..., 0], -flow[:, :, :, ::-1, 0])
   np.testing.assert_array_equal(mirrored['flow'][..., 1], flow[:, :, :, ::-1, 1])
@@ -44,8 +45,8 @@ def test_model_inputs_passes_flow_as_keyword_and_flip_negates_dx():
   state = state_lib.create_train_state(model, tx, jax.random.key(0),
                                        state_lib.sample_input(3, 4, 5, flow=True))
   mesh = sharding.make_mesh(jax.devices()[:1])
-  emb = np.asarray(step_lib.make_embed_fn(mesh, flip=True)(state, {'frames': frames,
-                                                                   'flow': flow}))
+  emb = np.asarray(inference.make_embed_fn(mesh, flip=True)(state, {'frames': frames,
+                                                                    'flow': flow}))
   # Column profile: mean of the clip's and its mirror's. Flow at pixel (0, 0):
   # the mirror reads column W-1 with dx negated.
   profile = frames.astype(np.float32).mean(axis=(1, 2, 4))

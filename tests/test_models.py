@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxreid.backbones import resnet
-from jaxreid.models import get_model
+from jaxreid.models import MODELS, common, get_model
 
 
 def _param_count(tree):
@@ -70,3 +70,16 @@ def test_unknown_names_list_choices():
     get_model('nope', num_classes=1)
   with pytest.raises(ValueError, match="Unknown backbone 'resnet51'; valid choices: resnet18"):
     resnet.get_backbone('resnet51')
+
+
+def test_output_contract_is_checked_at_trace_time():
+  """Every model checks its outputs (models.common.check_outputs): a head of the
+  wrong width fails when traced, naming the shapes."""
+  good = {'embedding': jnp.zeros((3, 8)), 'logits': jnp.zeros((3, 5)),
+          'aux_logits': [jnp.zeros((3, 5))]}
+  assert common.check_outputs(good, 3, 5) is good
+  with pytest.raises(AssertionError, match=r'\(3, 4\)'):
+    common.check_outputs({**good, 'logits': jnp.zeros((3, 5))}, 3, 4)
+  with pytest.raises(AssertionError):
+    common.check_outputs({**good, 'aux_logits': [jnp.zeros((2, 5))]}, 3, 5)
+  assert all(callable(getattr(cls, 'load', None)) for cls in MODELS.values())

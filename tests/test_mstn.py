@@ -173,7 +173,7 @@ def test_shapes_at_299_by_299():
 def test_paper_objective_has_finite_gradients_and_loss_c_trains_only_the_extractor():
   from experiments.configs import mstn_synthetic  # pylint: disable=g-import-not-at-top
   c = mstn_synthetic.get_config('full')
-  assert dict(c.losses) == {'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0}
+  assert losses.term_weights(c.losses) == {'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0}
   model = get_model('mstn', num_classes=4, **TINY)
   frames = _frames(b=4, t=2)
   labels = jnp.array([0, 0, 1, 1])
@@ -182,11 +182,12 @@ def test_paper_objective_has_finite_gradients_and_loss_c_trains_only_the_extract
   def loss(params, weights):
     out, _ = model.apply({**variables, 'params': params}, frames, train=True,
                          mutable=['batch_stats'])
-    return losses.total_loss(out, labels, weights, dict(c.loss_options))
+    return losses.total_loss(out, labels, weights, losses.term_options(c.losses))
 
   @jax.jit
   def both(params):  # one compile: the paper's objective, and Loss_c alone
-    paper = jax.value_and_grad(lambda q: loss(q, dict(c.losses)), has_aux=True)(params)
+    paper = jax.value_and_grad(lambda q: loss(q, losses.term_weights(c.losses)),
+                               has_aux=True)(params)
     return paper, jax.grad(lambda q: loss(q, {'aux_ce': 1.0})[0])(params)
 
   ((total, terms), grads), aux = both(variables['params'])
@@ -271,7 +272,7 @@ def test_configs_load_and_build(name, variant):
     assert ('triplet' in c.losses) == (variant == 'full')
   else:
     assert (c.clip_len, c.num_instances, c.height, c.width) == (8, 4, 256, 128)
-    assert dict(c.losses) == {'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0}
+    assert losses.term_weights(c.losses) == {'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0}
     assert c.model.backbone == 'resnet50' and c.model.cut_features == 512
     assert c.all_splits == (name != 'mstn_mars')
   with pytest.raises(ValueError, match='valid choices: cnn, cnn_lstm, cnn_clstm, full'):

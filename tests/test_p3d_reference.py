@@ -13,8 +13,10 @@ Each transcription below is the reference's whole bottleneck forward pass,
 written from its code in PyTorch's layout (N, C, T, H, W) with PyTorch's
 weight shapes (O, I, kt, kh, kw): convolutions as sums of np.einsum over the
 zero-padded, strided windows, BatchNorm in inference mode with given running
-statistics (eps 1e-5), ReLU. The jaxreid block (``resnet.Bottleneck``, folded
-(B*T, H, W, C) frames, Flax kernel layouts) gets the same weights, transposed.
+statistics (eps 1e-5), ReLU. The jaxreid block (``resnet.Bottleneck`` with
+``temporal_conv.spatiotemporal_conv`` injected as its spatial unit, as
+``jaxreid/models/m3d.py`` builds it; folded (B*T, H, W, C) frames, Flax kernel
+layouts) gets the same weights, transposed.
 
 One deliberate difference: jaxreid never downsamples time, so every temporal
 stride of the M3D authors' code (their conv2_t / downsample stride ``stride``
@@ -24,6 +26,7 @@ stride 1 already, so they are transcribed as they are.
 
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,6 +34,8 @@ import numpy as np
 import pytest
 
 from jaxreid.backbones import resnet
+from jaxreid.layers import temporal_conv
+from jaxreid.models import m3d
 
 EPS = 1e-5  # torch.nn.BatchNorm3d's default, as jaxreid's backbone
 
@@ -145,11 +150,12 @@ def flax_variables(w):
   return {'params': to_jax(params), 'batch_stats': to_jax(stats)}
 
 
-def jaxreid_block(kind, p3d_norm, planes, stride, time_steps):
+def jaxreid_block(kind, planes, stride, time_steps, **options):
   conv = functools.partial(nn.Conv, use_bias=False)
   norm = functools.partial(nn.BatchNorm, use_running_average=True, momentum=0.9, epsilon=EPS)
-  return resnet.Bottleneck(planes, conv=conv, norm=norm, strides=stride, temporal=kind,
-                           time_steps=time_steps, temporal_options=dict(p3d_norm=p3d_norm))
+  unit = functools.partial(temporal_conv.spatiotemporal_conv, kind=kind, time_steps=time_steps,
+                           **options)
+  return resnet.Bottleneck(planes, conv=conv, norm=norm, strides=stride, spatial=unit)
 
 
 def run_both(kind, p3d_norm, inplanes, stride, seed=0):
@@ -159,7 +165,7 @@ def run_both(kind, p3d_norm, inplanes, stride, seed=0):
   w = torch_weights(rng, inplanes, planes, per_path=p3d_norm == 'per_path',
                     downsample=stride != 1 or inplanes != 4 * planes)
   expected = REFERENCES[p3d_norm](x, w, kind, stride)  # (B, 4 planes, T, H/s, W/s)
-  block = jaxreid_block(kind, p3d_norm, planes, stride, time_steps)
+  block = jaxreid_block(kind, planes, stride, time_steps, p3d_norm=p3d_norm)
   folded = x.transpose(0, 2, 3, 4, 1).reshape(batch * time_steps, height, width, inplanes)
   folded = jnp.asarray(folded, jnp.float32)  # (B*T, H, W, C), time inner
   variables = flax_variables(w)
@@ -180,27 +186,27 @@ def test_p3d_bottleneck_matches_reference(kind, p3d_norm, inplanes, stride):
   np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_m3d_with_one_branch_norm_kernel_is_the_m3d_authors_p3d_c():
-  """The paper: "If we set n = 1, the M3D layer equals to P3D-C". With the
-  official code's per-branch BN + ReLU (``m3d_branch_norm``) that holds for the
-  M3D authors' P3D-C, transcribed above."""
-  rng = np.random.default_rng(3)
-  x = rng.normal(size=(2, 8, 4, 6, 4))  # (B, C, T, H, W)
-  w = torch_weights(rng, 8, 4, per_path=True, downsample=True)
-  expected = m3d_authors_bottleneck(x, w, 'p3d_c', 2)
-  conv = functools.partial(nn.Conv, use_bias=False)
-  norm = functools.partial(nn.BatchNorm, use_running_average=True, momentum=0.9, epsilon=EPS)
-  block = resnet.Bottleneck(4, conv=conv, norm=norm, strides=2, temporal='m3d', time_steps=4,
-                            temporal_options=dict(num_kernels=1, branch_norm=True))
-  variables = flax_variables(w)
-  for tree in variables.values():  # M3D names its kernel and BN by dilation
-    for old, new in (('temporal_conv', 'temporal_conv1'), ('temporal_bn', 'temporal_bn1')):
-      if old in tree:
-        tree[new] = tree.pop(old)
-  folded = jnp.asarray(x.transpose(0, 2, 3, 4, 1).reshape(8, 6, 4, 8))  # (B*T, H, W, C)
-  y = np.asarray(block.apply(variables, folded), np.float64)
-  y = y.reshape((2, 4) + y.shape[1:]).transpose(0, 4, 1, 2, 3)
-  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+class M3DBlockTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_m3d_with_one_branch_norm_kernel_is_the_m3d_authors_p3d_c(self):
+    """The paper: "If we set n = 1, the M3D layer equals to P3D-C". With the
+    official code's per-branch BN + ReLU (``m3d_branch_norm``) that holds for the
+    M3D authors' P3D-C, transcribed above."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 8, 4, 6, 4))  # (B, C, T, H, W)
+    w = torch_weights(rng, 8, 4, per_path=True, downsample=True)
+    expected = m3d_authors_bottleneck(x, w, 'p3d_c', 2)
+    block = jaxreid_block('m3d', 4, 2, 4, num_kernels=1, branch_norm=True)
+    variables = flax_variables(w)
+    for tree in variables.values():  # M3D names its kernel and BN by dilation
+      for old, new in (('temporal_conv', 'temporal_conv1'), ('temporal_bn', 'temporal_bn1')):
+        if old in tree:
+          tree[new] = tree.pop(old)
+    folded = jnp.asarray(x.transpose(0, 2, 3, 4, 1).reshape(8, 6, 4, 8))  # (B*T, H, W, C)
+    y = np.asarray(self.variant(block.apply)(variables, folded), np.float64)
+    y = y.reshape((2, 4) + y.shape[1:]).transpose(0, 4, 1, 2, 3)
+    chex.assert_trees_all_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('kind', ['p3d_a', 'p3d_b', 'p3d_c'])
@@ -213,10 +219,10 @@ def test_the_two_constructions_compute_different_functions(kind):
 
 
 def test_unknown_p3d_norm_is_one_clear_error():
-  block = jaxreid_block('p3d_b', 'before', 4, 1, 4)
+  block = jaxreid_block('p3d_b', 4, 1, 4, p3d_norm='before')
   with pytest.raises(ValueError, match="p3d_norm 'before'; valid choices: per_path, after_block"):
     block.init(jax.random.key(0), jnp.zeros((4, 6, 4, 16)))
-  # The backbone checks it even where no block is P3D.
+  # The video ResNet checks it even where no block is P3D.
   with pytest.raises(ValueError, match="p3d_norm 'before'"):
-    resnet.ResNetTiny(temporal_blocks='m3d', p3d_norm='before').init(
-        jax.random.key(0), jnp.zeros((1, 4, 32, 16, 3)))
+    m3d.VideoResNet(num_classes=0, backbone='resnet_tiny', temporal='m3d',
+                    p3d_norm='before').init(jax.random.key(0), jnp.zeros((1, 4, 32, 16, 3)))

@@ -119,6 +119,7 @@ def test_hand_made_torchreid(method, caplog):
   assert out['protocol'] == 'torchreid'
   np.testing.assert_allclose(out['ap_per_query'], [1 / 3, np.nan, 0.325],
                              atol=1e-7)
+  np.testing.assert_array_equal(out['first_match_rank'], [3, 0, 4])  # 1-based; 0 = skipped
   ref = reference_evaluate(HAND_DIST, HAND_Q_PIDS, HAND_G_PIDS, HAND_Q_CAMS,
                            HAND_G_CAMS)
   assert_matches_reference(out, ref)

@@ -29,23 +29,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
 
 
-def _command(workdir, data_dir, *extra):
-  return [sys.executable, '-m', 'experiments.train', '--config=experiments/configs/tiny.py',
+def _command(workdir, data_dir, kill_during_save=None):
+  """experiments.train on the tiny config; with `kill_during_save`, through
+  tests/train_with_faults.py, which SIGKILLs it during the save of that step."""
+  train = ([os.path.join(REPO, 'tests', 'train_with_faults.py'),
+            f'--kill_during_save={kill_during_save}'] if kill_during_save is not None
+           else ['-m', 'experiments.train'])
+  return [sys.executable, *train, '--config=experiments/configs/tiny.py',
           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
           f'--config.num_train_steps={NUM_STEPS}', '--config.checkpoint_every_steps=2',
-          '--config.log_every_steps=1', *extra]
+          '--config.log_every_steps=1']
 
 
-def _env(**extra):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', **extra)
-  env.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-  return env
-
-
-def _run(workdir, data_dir, env=None, kill_after_step=None, sig=signal.SIGKILL):
+def _run(workdir, data_dir, kill_after_step=None, sig=signal.SIGKILL, kill_during_save=None):
   """Runs training; with `kill_after_step`, sends `sig` once the log line of
   that step appears. Returns (exit status, log text)."""
-  proc = subprocess.Popen(_command(workdir, data_dir), cwd=REPO, env=env or _env(),
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')  # 8 devices: conftest.py
+  proc = subprocess.Popen(_command(workdir, data_dir, kill_during_save), cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
   for line in proc.stdout:
@@ -118,11 +118,11 @@ def test_killed_and_restarted_run_ends_bitwise_equal(tmp_path, tiny_data_dir):
   resumed = _latest_complete_step(workdir)
   assert resumed is not None and resumed < NUM_STEPS - 1
 
-  # 2. Restarted; SIGKILLed by the test hook in checkpoint.py right after the
-  # next save started, while Orbax is still writing its temporary folder.
+  # 2. Restarted; SIGKILLed right after the next save started (its
+  # Checkpointer.save patched, tests/faults.py), while Orbax is still writing
+  # its temporary folder.
   victim = resumed + 2
-  status, log = _run(workdir, tiny_data_dir,
-                     env=_env(JAXREID_TEST_KILL_DURING_SAVE=str(victim)))
+  status, log = _run(workdir, tiny_data_dir, kill_during_save=victim)
   logs.append(log)
   assert status == -signal.SIGKILL, log[-3000:]
   assert re.search(rf'Resumed from .* at step {resumed}\.', log), log[-3000:]

@@ -6,18 +6,20 @@ Table 1 variant, and the configs."""
 
 import importlib
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from jaxreid import losses
 from jaxreid.layers import rru as rru_lib
 from jaxreid.models import get_model
 from jaxreid.models import rru as rru_model
-from jaxreid.training import loop
+from jaxreid.training import setup
 
 B, H, W, C, F, HIDDEN = 2, 3, 2, 5, 8, 6
 EPS = 1e-3
@@ -72,14 +74,11 @@ def np_rru(x, w, bn, branches='sc', gate_input='full', stats=None):
 
 
 def _weights(params):
-  cell = params['cell']
-  w = {'transition': np.asarray(cell['transition_conv']['kernel'], np.float64)[0, 0]}
-  if 'spatial_fc1' in cell:
-    w['fc1'] = np.asarray(cell['spatial_fc1']['kernel'], np.float64)
-    w['fc2'] = np.asarray(cell['spatial_fc2']['kernel'], np.float64)
-  if 'channel_fc' in cell:
-    w['fc_c'] = np.asarray(cell['channel_fc']['kernel'], np.float64)
-  return w
+  names = {'transition': 'transition_conv', 'fc1': 'spatial_fc1', 'fc2': 'spatial_fc2',
+           'fc_c': 'channel_fc'}
+  w = {k: np.asarray(params['cell'][n]['kernel'], np.float64) for k, n in names.items()
+       if n in params['cell']}
+  return {**w, 'transition': w['transition'][0, 0]}
 
 
 def _layer_and_variables(variant='full', t=4, seed=0):
@@ -89,14 +88,17 @@ def _layer_and_variables(variant='full', t=4, seed=0):
   x = jax.random.normal(jax.random.key(seed), (B, t, H, W, C))
   variables = flax.core.unfreeze(jax.jit(layer.init)(jax.random.key(seed + 1), x))
   rng = np.random.default_rng(seed)
-  # Non-trivial BN variables, so eval mode tests the affine part and the statistics.
-  variables['params']['transition_bn'] = {
-      'scale': jnp.asarray(rng.uniform(0.5, 1.5, F), jnp.float32),
-      'bias': jnp.asarray(rng.normal(0, 0.3, F), jnp.float32)}
-  variables['batch_stats']['transition_bn'] = {
-      'mean': jnp.asarray(rng.normal(0, 0.3, F), jnp.float32),
-      'var': jnp.asarray(rng.uniform(0.5, 2.0, F), jnp.float32)}
+  variables['params']['transition_bn'], variables['batch_stats']['transition_bn'] = random_bn(
+      rng, F)
   return layer, variables, x
+
+
+def random_bn(rng, features):
+  """Non-trivial BN variables, ({'scale', 'bias'}, {'mean', 'var'}), so that eval
+  mode tests the affine part and the statistics."""
+  draw = lambda f, *args: jnp.asarray(f(*args, features), jnp.float32)
+  return ({'scale': draw(rng.uniform, 0.5, 1.5), 'bias': draw(rng.normal, 0, 0.3)},
+          {'mean': draw(rng.normal, 0, 0.3), 'var': draw(rng.uniform, 0.5, 2.0)})
 
 
 def _np_bn(variables):
@@ -104,55 +106,32 @@ def _np_bn(variables):
       **variables['params']['transition_bn'], **variables['batch_stats']['transition_bn']}.items()}
 
 
-@pytest.mark.parametrize('variant', list(VARIANTS))
-def test_rru_step_matches_numpy_eval_mode(variant):
-  """One RRUCell step (eval-mode BN) equals the NumPy transcription of eq. 1-5, for the
-  full gate and every Table 1 gate variant."""
-  branches, gate_input = VARIANTS[variant]
-  _, variables, x = _layer_and_variables(variant)
-  cell = rru_lib.RRUCell(transition_features=F, spatial_hidden=HIDDEN,
-                         gate_branches=branches, gate_input=gate_input)
-  s_prev = jax.random.normal(jax.random.key(7), (B, H, W, C))
-  inputs = {'x': x[:, 2]}
-  if gate_input == 'full':
-    inputs['motion'] = x[:, 2] - x[:, 1]
-  bn = _np_bn(variables)
-  norm = {k: jnp.asarray(v, jnp.float32) for k, v in bn.items()}
-  s_t, (out, moments) = jax.jit(cell.apply)({'params': variables['params']['cell']}, s_prev,
-                                            inputs, norm)
-  assert moments is None
-  expected, _ = np_rru_step(np.asarray(x[:, 2], np.float64), np.asarray(x[:, 1], np.float64),
-                            np.asarray(s_prev, np.float64), _weights(variables['params']), bn,
-                            branches, gate_input)
-  np.testing.assert_allclose(np.asarray(s_t), expected, atol=1e-5, rtol=0)
-  np.testing.assert_array_equal(np.asarray(out), np.asarray(s_t))
+class CellsTest(chex.TestCase):
+  """The RRU step, jitted and not."""
 
-
-@pytest.mark.parametrize('train', [False, True])
-def test_scanned_rru_equals_python_loop_and_numpy(train):
-  """The scanned layer = a Python loop over the cell (same parameters) = NumPy;
-  S_0 = X_0 exactly; in train mode each step normalizes with its own batch statistics."""
-  layer, variables, x = _layer_and_variables('full', t=4)
-  if train:
-    s, _ = jax.jit(lambda v, x: layer.apply(v, x, train=True, mutable=['batch_stats']))(
-        variables, x)
-  else:
-    s = jax.jit(layer.apply)(variables, x)
-  assert s.shape == x.shape
-  np.testing.assert_array_equal(np.asarray(s[:, 0]), np.asarray(x[:, 0]))  # S_0 = X_0, exactly
-  # Python loop over the unscanned cell with the layer's parameters.
-  cell = rru_lib.RRUCell(transition_features=F, spatial_hidden=HIDDEN, train=train)
-  norm = {**variables['params']['transition_bn'], **variables['batch_stats']['transition_bn']}
-  loop_s = [x[:, 0]]
-  apply_cell = jax.jit(cell.apply)
-  for t in range(1, x.shape[1]):
-    s_t, _ = apply_cell({'params': variables['params']['cell']}, loop_s[-1],
-                        {'x': x[:, t], 'motion': x[:, t] - x[:, t - 1]}, norm)
-    loop_s.append(s_t)
-  np.testing.assert_allclose(np.asarray(s), np.stack(loop_s, axis=1), atol=1e-6, rtol=0)
-  expected, _ = np_rru(np.asarray(x, np.float64), _weights(variables['params']),
-                       _np_bn(variables), stats='batch' if train else None)
-  np.testing.assert_allclose(np.asarray(s), expected, atol=1e-5, rtol=0)
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*VARIANTS)
+  def test_rru_step_matches_numpy_eval_mode(self, variant):
+    """One RRUCell step (eval-mode BN) equals the NumPy transcription of eq. 1-5, for the
+    full gate and every Table 1 gate variant."""
+    branches, gate_input = VARIANTS[variant]
+    _, variables, x = _layer_and_variables(variant)
+    cell = rru_lib.RRUCell(transition_features=F, spatial_hidden=HIDDEN,
+                           gate_branches=branches, gate_input=gate_input)
+    s_prev = jax.random.normal(jax.random.key(7), (B, H, W, C))
+    inputs = {'x': x[:, 2]}
+    if gate_input == 'full':
+      inputs['motion'] = x[:, 2] - x[:, 1]
+    bn = _np_bn(variables)
+    norm = {k: jnp.asarray(v, jnp.float32) for k, v in bn.items()}
+    s_t, (out, moments) = self.variant(cell.apply)({'params': variables['params']['cell']},
+                                                   s_prev, inputs, norm)
+    assert moments is None
+    expected, _ = np_rru_step(np.asarray(x[:, 2], np.float64), np.asarray(x[:, 1], np.float64),
+                              np.asarray(s_prev, np.float64), _weights(variables['params']), bn,
+                              branches, gate_input)
+    chex.assert_trees_all_close(s_t, expected.astype(np.float32), atol=1e-5, rtol=0)
+    chex.assert_trees_all_equal(out, s_t)
 
 
 @pytest.mark.parametrize('train', [False, True])
@@ -169,6 +148,7 @@ def test_hoisted_scan_equals_the_numpy_loop_of_eq_1_to_5(variant, train):
         variables, x)
   else:
     s = jax.jit(layer.apply)(variables, x)
+  np.testing.assert_array_equal(np.asarray(s[:, 0]), np.asarray(x[:, 0]))  # S_0 = X_0, exactly
   expected, _ = np_rru(np.asarray(x, np.float64), _weights(variables['params']),
                        _np_bn(variables), branches, gate_input,
                        stats='batch' if train else None)
@@ -253,16 +233,14 @@ def test_part_triplet_matches_numpy():
                       for r in range(3)])
   got = losses.part_batch_hard_triplet(jnp.asarray(parts), jnp.asarray(labels), margin=0.4)
   np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-6)
-  # The registered term reads the margin from loss_options (default 0.4: the paper's m).
+  # The registered term takes the margin as an option (default 0.4: the paper's m).
   term = losses.LOSS_TERMS['part_triplet']
-  np.testing.assert_allclose(float(term({'part_features': parts}, labels, {})), expected,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(term(parts, labels)), expected, rtol=1e-5, atol=1e-6)
   expected_1 = np.mean([np_batch_hard(parts[:, r].astype(np.float64), labels, 1.0)
                         for r in range(3)])
-  np.testing.assert_allclose(float(term({'part_features': parts}, labels,
-                                        {'part_triplet_margin': 1.0})), expected_1, rtol=1e-5)
-  with pytest.raises(ValueError, match="'part_triplet' needs the model's 'part_features'"):
-    term({'embedding': parts[:, 0]}, labels, {})
+  np.testing.assert_allclose(float(term(parts, labels, margin=1.0)), expected_1, rtol=1e-5)
+  with pytest.raises(ValueError, match="'part_triplet' needs model output 'part_features'"):
+    losses.total_loss({'embedding': parts[:, 0]}, labels, {'part_triplet': 1.0})
 
 
 # --- full-size shapes and parameter counts (eval_shape only) -----------------------------------
@@ -344,7 +322,7 @@ def test_tiny_forward_loss_and_finite_gradients():
   labels = jnp.array([0, 0, 1, 1])
   variables = jax.jit(model.init)(jax.random.key(1), frames[:1])  # eager init is slow on CPU
   weights = {'ce': 1.0, 'triplet': 1.0, 'part_triplet': 1.0}
-  options = {'triplet_margin': 0.4, 'part_triplet_margin': 0.4}
+  options = {'triplet': {'margin': 0.4}, 'part_triplet': {'margin': 0.4}}
 
   def loss_fn(params):
     out, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
@@ -392,17 +370,19 @@ def test_configs_load_and_build(name):
   for variant in variants:
     c = module.get_config(variant) if variant else module.get_config()
     losses.check_loss_weights(c.losses)
-    model = loop.build_model(c, num_classes=7)
+    model = setup.build_model(c, num_classes=7)
     frames = (2, c.clip_len, c.height, c.width, 3)
     _, out = _eval_shapes(model, frames, train=True)
     assert out['logits'].shape == (2, 7)
     if name != 'rru_synthetic':  # the paper's settings
       assert (c.height, c.width, c.clip_len) == (299, 299, 8)
       assert (c.num_identities, c.num_instances) == (10, 2)
-      assert c.loss_options.triplet_margin == c.loss_options.part_triplet_margin == 0.4
+      assert (losses.resolved_options(c.losses, 'triplet')['margin']
+              == losses.resolved_options(c.losses, 'part_triplet')['margin'] == 0.4)
       assert c.optimizer == 'sgd' and c.nesterov and c.learning_rate == 0.01
       assert c.pretrained_lr_mult == 0.1 and c.weight_decay == 5e-4 and c.pretrained == ''
-      assert dict(c.losses) == {'ce': 1.0, 'aux_ce': 1.0, 'triplet': 1.0, 'part_triplet': 1.0}
+      assert losses.term_weights(c.losses) == {'ce': 1.0, 'aux_ce': 1.0, 'triplet': 1.0,
+                                               'part_triplet': 1.0}
       assert len(out['aux_logits']) == 1 and out['aux_logits'][0].shape == (2, 7)
     else:
       assert (c.height, c.width, c.clip_len, c.num_train_steps) == (128, 64, 4, 500)

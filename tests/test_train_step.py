@@ -1,19 +1,22 @@
 """The jitted train step: data parallel over 8 CPU devices equals one device;
-the loss goes down on a fixed batch, with the old state donated."""
+the loss goes down on a fixed batch, with the old state donated; the step and
+the embedding forward compile once for a run (no retracing)."""
 
 import functools
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from experiments.configs import tiny
-from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib
+from jaxreid import inference, sharding
+from jaxreid.training import optim, setup, state as state_lib, step as step_lib
 
 
 def _setup(config, devices, num_classes=4):
   mesh = sharding.make_mesh(devices)
-  model = loop.build_model(config, num_classes)
+  model = setup.build_model(config, num_classes)
   tx, schedule = optim.make_optimizer(config)
   init = functools.partial(state_lib.create_train_state, model, tx,
                            sample=state_lib.sample_input(config.clip_len, config.height,
@@ -53,8 +56,8 @@ def test_eight_devices_match_one_device(config):
   (loss1, params1, stats1), (loss8, params8, stats8) = results
   np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
   # BN statistics are global-batch statistics, not per-device ones.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), stats8, stats1)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params8, params1)
+  chex.assert_trees_all_close(stats8, stats1, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(params8, params1, rtol=1e-4, atol=1e-5)
 
 
 def test_loss_decreases_on_a_fixed_batch(config):
@@ -71,6 +74,28 @@ def test_loss_decreases_on_a_fixed_batch(config):
   assert float(metrics['loss']) < 0.5 * first, (first, float(metrics['loss']))
   assert int(state.step) == 25
   assert all(x.is_deleted() for x in donated), 'the step should donate the old state'
+
+
+def test_train_step_and_embedding_trace_once_over_several_calls(config, monkeypatch):
+  """What the loop and the evaluation run, call after call with new batches of
+  the same shape, compiles once: a retrace would mean a compile per step."""
+  chex.clear_trace_counter()
+  monkeypatch.setattr(step_lib, 'train_step', chex.assert_max_traces(step_lib.train_step, n=1))
+  monkeypatch.setattr(inference, 'embed', chex.assert_max_traces(inference.embed, n=1))
+  mesh, state, train_step = _setup(config, jax.devices())
+  for s in range(3):
+    state, _ = train_step(state, sharding.to_global(_batch(config, s), mesh))
+  assert int(state.step) == 3
+  embed_fn = inference.make_embed_fn(mesh, flip=True)
+  b = config.num_identities * config.num_instances
+  for s in range(3):
+    glob = sharding.to_global({**inference.model_inputs(_batch(config, 10 + s)),
+                               'tracklet': np.arange(b, dtype=np.int32),
+                               'mask': np.ones(b, bool)}, mesh)
+    emb, tracklet, _ = embed_fn(state, {'frames': glob['frames']}, glob['tracklet'],
+                                glob['mask'])
+    chex.assert_shape(emb, (b, None))
+    np.testing.assert_array_equal(tracklet, np.arange(b))
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

@@ -4,12 +4,14 @@ transcriptions written from the paper; the model's outputs (full size by
 jax.eval_shape only); its configs."""
 
 import importlib
+import types
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from jaxreid import losses
 from jaxreid.layers import spatial_attention
@@ -66,14 +68,20 @@ def _np_focal_all_classes(logits, labels, gamma, alpha):
 # --- attention ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize('shape', [(3, 4, 2, 5), (2, 16, 8, 7)])
-def test_attention_matches_numpy_and_sums_to_one(shape):
-  f = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-  weighted, alpha = spatial_attention.parameter_free_spatial_attention(jnp.asarray(f))
-  expected = np.stack([_np_attention(x.astype(np.float64)) for x in f])
-  np.testing.assert_allclose(alpha, expected, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(np.sum(alpha, axis=(1, 2)), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(weighted, f * expected[..., None], rtol=1e-5, atol=1e-7)  # eq. 3
+class AttentionTest(chex.TestCase):
+  """The spatial attention module against eq. 1-3, jitted and not."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((3, 4, 2, 5), (2, 16, 8, 7))
+  def test_attention_matches_numpy_and_sums_to_one(self, *shape):
+    f = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    weighted, alpha = self.variant(spatial_attention.parameter_free_spatial_attention)(
+        jnp.asarray(f))
+    expected = np.stack([_np_attention(x.astype(np.float64)) for x in f])
+    chex.assert_trees_all_close(alpha, expected.astype(np.float32), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.sum(alpha, axis=(1, 2)), 1.0, rtol=1e-6)
+    chex.assert_trees_all_close(weighted, (f * expected[..., None]).astype(np.float32),
+                                rtol=1e-5, atol=1e-7)  # eq. 3
 
 
 def test_attention_is_stable_for_large_channel_sums():
@@ -162,20 +170,20 @@ def test_loss_terms_from_config():
              'embedding': jnp.asarray(rng.normal(size=(4, 8)).astype(np.float32)),
              'attention': jnp.asarray(att)}
   labels = jnp.array([0, 0, 1, 1])
-  cfg = {'focal_gamma': 2.0, 'focal_mode': 'target', 'focal_alpha': -1.0}
+  cfg = {'focal': {'gamma': 2.0, 'mode': 'target'}}
   total, terms = losses.total_loss(outputs, labels, {'focal': 1.0, 'temporal_reg': 0.5}, cfg)
   np.testing.assert_allclose(terms['temporal_reg'], np.mean([_np_reg(a) for a in att]), rtol=1e-5)
   np.testing.assert_allclose(
       terms['focal'], _np_focal_eq8(np.asarray(outputs['logits']), np.asarray(labels), 2.0),
       rtol=1e-5)
   np.testing.assert_allclose(total, terms['focal'] + 0.5 * terms['temporal_reg'], rtol=1e-6)
-  cfg_all = dict(cfg, focal_mode='all_classes', focal_alpha=0.25)
+  cfg_all = dict(cfg['focal'], mode='all_classes', alpha=0.25)
   np.testing.assert_allclose(
-      losses.LOSS_TERMS['focal'](outputs, labels, cfg_all),
+      losses.LOSS_TERMS['focal'](outputs['logits'], labels, **cfg_all),
       _np_focal_all_classes(np.asarray(outputs['logits']), np.asarray(labels), 2.0, 0.25),
       rtol=1e-5)
   del outputs['attention']
-  with pytest.raises(ValueError, match="needs the model's 'attention'"):
+  with pytest.raises(ValueError, match="needs model output 'attention'"):
     losses.total_loss(outputs, labels, {'temporal_reg': 1.0}, cfg)
   with pytest.raises(ValueError, match='valid choices: target, all_classes'):
     losses.focal_loss(outputs['logits'], labels, mode='softmax')
@@ -231,16 +239,17 @@ def test_tiny_forward_pooling_and_options():
 
 def test_train_step_with_trsa_objective_reduces_the_loss():
   from experiments.configs import tiny  # pylint: disable=g-import-not-at-top
-  from jaxreid.training import loop, optim, sharding, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+  from jaxreid import sharding  # pylint: disable=g-import-not-at-top
+  from jaxreid.training import optim, setup, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
   c = tiny.get_config()
   c.model_name = 'trsa'
   c.model.update(attention=True, spatial_pool='sum')
-  c.losses = {'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0}
-  c.loss_options.update(focal_gamma=2.0, focal_mode='target', focal_alpha=-1.0)
+  c.losses = {'focal': {'weight': 1.0}, 'triplet': {'weight': 1.0},
+              'temporal_reg': {'weight': 1.0}}  # focal: gamma 2, mode 'target' (defaults)
   c.num_identities, c.num_instances, c.clip_len, c.height, c.width = 4, 2, 2, 32, 16
   c.learning_rate, c.schedule.warmup_steps, c.schedule.decay_steps = 3e-3, 0, (1000,)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  model = loop.build_model(c, 4)
+  model = setup.build_model(c, 4)
   tx, schedule = optim.make_optimizer(c)
   state = state_lib.create_train_state(
       model, tx, jax.random.key(0), sample=state_lib.sample_input(c.clip_len, c.height,
@@ -281,13 +290,17 @@ def test_configs_name_registered_parts(name):
 
 def test_paper_schedule_in_steps():
   from experiments.configs import trsa_ablation, trsa_ilids_vid, trsa_prid2011  # pylint: disable=g-import-not-at-top
+  from experiments import durations  # pylint: disable=g-import-not-at-top
   ilids, prid = trsa_ilids_vid.get_config(), trsa_prid2011.get_config()
+  for c, train_ids in ((ilids, 150), (prid, 89)):  # the datasets' training identities
+    durations.resolve(c, durations.steps_per_epoch(c, types.SimpleNamespace(
+        num_train_ids=train_ids)))
   assert ilids.num_train_steps == 600 * 18 and tuple(ilids.schedule.decay_steps) == (3600, 7200)
   assert prid.num_train_steps == 600 * 11 and tuple(prid.schedule.decay_steps) == (2200, 4400)
   assert ilids.dataset == 'ilids_vid' and prid.dataset == 'prid2011'
-  assert dict(ilids.losses) == {'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0}
+  assert losses.term_weights(ilids.losses) == {'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0}
   sam = importlib.import_module('experiments.configs.trsa_ablation_sam').get_config('prid2011')
-  assert sam.dataset == 'prid2011' and sam.model.attention and dict(sam.losses) == {
+  assert sam.dataset == 'prid2011' and sam.model.attention and losses.term_weights(sam.losses) == {
       'ce': 1.0, 'triplet': 1.0}
   base = importlib.import_module('experiments.configs.trsa_ablation_baseline').get_config()
   assert base.dataset == 'ilids_vid' and not base.model.attention

@@ -52,7 +52,8 @@ def _problems(config, **kwargs):
     ('model_name', 'resnet', "--config.model_name='resnet': unknown model; valid choices: crf, "
      'mstn, rru, temporal_pooling, trsa, two_stream_m3d, video_resnet.'),
     ('dataset', 'mars2', "--config.dataset='mars2': unknown dataset; valid choices: "
-     'dukemtmc_video_reid, ilids_vid, ls_vid, mars, prid2011, synthetic_video_reid.'),
+     'dukemtmc_video_reid, ilids_vid, ls_vid, mars, prid2011, synthetic_video_reid, '
+     'tracklet_folders.'),
     ('dataset_config', 'split_0', "--config.dataset_config='split_0': unknown config of "
      "dataset 'synthetic_video_reid'; valid choices: default, tiny, full_size."),
     ('eval.batch_size', 0, '--config.eval.batch_size=0: expected an integer >= 1.'),
@@ -67,6 +68,8 @@ def _problems(config, **kwargs):
     ('eval.clip_len', -1, '--config.eval.clip_len=-1: expected an integer >= 0 (0 = same as '
      'clip_len).'),
     ('num_train_steps', -1, '--config.num_train_steps=-1: expected an integer >= 0.'),
+    ('epoch', 'frames', "--config.epoch='frames': unknown epoch; valid choices: identities, "
+     'pairs, tracklets.'),
     ('learning_rate', 0.0, '--config.learning_rate=0.0: expected a number > 0.'),
     ('learning_rate', float('nan'), '--config.learning_rate=nan: expected a number > 0.'),
     ('num_identities', 3, '--config.num_identities=3 --config.num_instances=2: the train batch '
@@ -100,15 +103,37 @@ def test_model_arguments_of_another_model_are_named(config):
       for key in ('backbone', 'backbone_width', 'last_stride')]
 
 
-def test_unknown_loss_term_and_negative_weight(config):
-  config.losses.ce = -1.0
-  config.losses.triplet = 1.0
-  assert _problems(config) == ['--config.losses.ce=-1.0: expected a weight >= 0.']
-  config.losses.ce = 1.0
-  config.losses['cross_entropy'] = 1.0  # a config file's typo (flags cannot add keys)
-  assert _problems(config) == ['--config.losses.cross_entropy: unknown loss term; valid '
-                               'choices: aux_ce, ce, ce_streams, contrastive, focal, '
-                               'part_triplet, temporal_reg, triplet.']
+def test_loss_terms_weights_and_options(config):
+  config.losses.ce.weight = -1.0
+  assert _problems(config) == ['--config.losses.ce.weight=-1.0: expected a weight >= 0.']
+  config.losses.ce.weight = 1.0
+  # A config file's typos (flags cannot add keys).
+  config.losses['cross_entropy'] = {'weight': 1.0}
+  config.losses.triplet['margn'] = 0.5
+  assert _problems(config) == [
+      '--config.losses.cross_entropy: unknown loss term; valid choices: aux_ce, ce, '
+      'ce_streams, contrastive, focal, part_triplet, temporal_reg, triplet.',
+      "--config.losses.triplet.margn: not an option of loss term 'triplet'; valid keys: "
+      'margin, metric, soft_margin, weight.']
+
+
+def test_durations_in_steps_or_in_epochs(config):
+  config.num_train_epochs = 3  # beside the tiny config's num_train_steps = 6
+  config.log_every_epochs = 1  # a period may be given in both forms (the sooner wins)
+  assert _problems(config) == [
+      '--config.num_train_steps=6 and --config.num_train_epochs=3.0: give this duration in '
+      'steps or in epochs, not both (a flag can change the form its config file uses; a config '
+      'file sets the other to None).']
+  config.num_train_steps = None
+  validate.validate_config(config)  # epochs only: fine before the dataset's size is known
+  config.schedule.decay_steps = None
+  config.checkpoint_every_steps, config.checkpoint_every_epochs = None, 0
+  assert _problems(config) == [
+      '--config.checkpoint_every_epochs=0.0: expected a number > 0.',
+      '--config.schedule.decay_steps and --config.schedule.decay_epochs are both None; set '
+      'one of them.']
+  config.schedule.decay_epochs, config.checkpoint_every_epochs = (1, -2), 1
+  assert _problems(config) == ['--config.schedule.decay_epochs=(1, -2): expected numbers >= 0.']
 
 
 def test_dataset_config_of_a_dataset_without_configs(config):

@@ -1,5 +1,7 @@
 """Ranked-list pictures and tracklet folders of frames (your own footage)."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,6 +30,41 @@ def test_ranked_list_borders_are_green_for_correct_and_red_for_wrong():
            if (row == c).all(axis=1).any()]
   firsts = [np.flatnonzero((row == c).all(axis=1))[0] for c in order]
   assert order == [visualize.BLUE, visualize.GREEN, visualize.RED] and firsts == sorted(firsts)
+
+
+def test_choose_queries_worst_first_random_skip_queries_without_match():
+  ap = np.array([0.5, np.nan, 0.1, 1.0, 0.1, 0.3])
+  np.testing.assert_array_equal(visualize.choose_queries(ap, 'worst', 3), [2, 4, 5])
+  np.testing.assert_array_equal(visualize.choose_queries(ap, 'first', 2), [0, 2])
+  picked = visualize.choose_queries(ap, 'random', 3, seed=1)
+  assert len(set(picked)) == 3 and 1 not in picked and list(picked) == sorted(picked)
+  np.testing.assert_array_equal(picked, visualize.choose_queries(ap, 'random', 3, seed=1))
+  assert len(visualize.choose_queries(ap, 'worst', 99)) == 5
+  with pytest.raises(ValueError, match="valid choices: worst, first, random"):
+    visualize.choose_queries(ap, 'best', 1)
+
+
+def test_write_ranked_lists_draws_the_given_distances(tmp_path):
+  """The pictures follow the distances passed (e.g. re-ranked ones), not features."""
+  q = {'pid': np.array([1, 2]), 'camid': np.array([0, 0])}
+  g = {'pid': np.array([1, 2, 3]), 'camid': np.array([1, 1, 1]),
+       'source': [('gallery', 0), ('gallery', 1), ('query', 0)]}
+  dist = np.array([[0.2, 0.8, 0.4], [0.9, 0.1, 0.5]])  # rows: queries 1 and 0, as drawn
+  asked = []
+
+  def frames_fn(split, tracklet, n):
+    asked.append((split, tracklet))
+    return np.full((n, 16, 8, 3), 100, np.uint8)
+
+  written = visualize.write_ranked_lists(
+      str(tmp_path), dist, q, g, frames_fn, queries=[1, 0], ap_per_query=[0.5, 0.25],
+      first_match_rank=[2, 3], top_k=2, frames_per_tracklet=2)
+  assert [os.path.basename(p) for p, _ in written] == ['query_0001_pid2.png',
+                                                       'query_0000_pid1.png']
+  # Query 1: nearest columns 0 then 2 (a query tracklet as a column); query 0: 1 then 2.
+  assert asked == [('gallery', 0), ('query', 0), ('query', 1),
+                   ('gallery', 1), ('query', 0), ('query', 0)]
+  assert written[0][1].dtype == np.uint8 and written[0][1].ndim == 3
 
 
 def _write_frames(folder, names):

@@ -21,14 +21,14 @@ x_C (eq. 6), the softmax of eq. 9 on x_F and the body-part fusion (eq. 10):
     in each iteration is one of each, num_pairs = 2 (4 sequences);
   * eq. 9 with W1 = W2 = W3 = 1: the 'ce' term averages the softmax loss over
     the batch's 2 x num_pairs sequences, i.e. (L_sof(x_i) + L_sof(x_j)) / 2
-    per pair, hence its weight 2;  alpha = 2 (contrastive_margin);
+    per pair, hence its weight 2;  alpha = 2 (the contrastive margin);
   * SGD, lr 1e-3, momentum 0.9, no weight decay, constant rate (the code);
     the code also clamps every gradient element to +-5, which
     jaxreid/training/optim.py has no option for (not applied here);
-  * epochs: the code's epoch is 2 x N_train pairs, its default 500 epochs
-    (its README: 1000): with 2 pairs per step an epoch is N_train steps,
-    150 on iLIDS-VID, so 500 epochs = 75000 steps (the paper itself only says
-    "more than 10 epochs");
+  * epochs: the code's epoch is 2 x N_train pairs (``config.epoch =
+    'pairs'``), its default 500 epochs (its README: 1000): with 2 pairs per
+    step an epoch is N_train steps, 150 on iLIDS-VID, so 500 epochs = 75000
+    steps (the paper itself only says "more than 10 epochs");
   * test: every frame in chunks of 16, chunk features x_F averaged per
     tracklet, Euclidean distance (section 3.2), over the 10 splits.
 
@@ -38,22 +38,7 @@ x_C (eq. 6), the softmax of eq. 9 on x_F and the body-part fusion (eq. 10):
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
-
-NUM_TRAIN_IDS = 150  # iLIDS-VID: 300 identities, half for training
-EPOCHS = 500  # McLaughlin's default (README: 1000)
-
-
-def set_epoch_schedule(c, num_train_ids: int, epochs: int = EPOCHS) -> None:
-  """McLaughlin's epoch, 2 x num_train_ids pairs, as steps of c.num_pairs pairs."""
-  per_epoch = max(2 * num_train_ids // c.num_pairs, 1)
-  c.num_train_steps = epochs * per_epoch
-  c.schedule.kind = 'step'
-  c.schedule.warmup_steps = 0
-  c.schedule.decay_steps = (10**9,)  # constant learning rate
-  c.schedule.decay_factor = 1.0
-  c.log_every_steps = per_epoch
-  c.checkpoint_every_steps = 50 * per_epoch
+from experiments.configs import base
 
 
 def set_pairs(c, num_pairs: int) -> None:
@@ -65,7 +50,7 @@ def set_pairs(c, num_pairs: int) -> None:
 
 
 def get_config():
-  c = synthetic_baseline.get_config()  # every field documented there
+  c = base.get_config()  # every field documented there
 
   c.dataset = 'ilids_vid'
   c.dataset_config = 'split_0'
@@ -92,11 +77,9 @@ def get_config():
       branch_classifiers=False))
   c.pretrained = ''
 
-  c.losses = ml_collections.ConfigDict({'contrastive': 1.0, 'ce': 2.0})  # eq. 9
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0,
-      contrastive_margin=2.0,  # alpha
-      contrastive_form='squared'))  # eq. 7; 'hinge': the code's HingeEmbeddingCriterion
+  c.losses = ml_collections.ConfigDict({  # eq. 9
+      'contrastive': {'weight': 1.0},  # eq. 7, alpha = 2; form='hinge': the code's criterion
+      'ce': {'weight': 2.0}})
 
   c.optimizer = 'sgd'
   c.learning_rate = 1e-3
@@ -104,7 +87,15 @@ def get_config():
   c.nesterov = False
   c.weight_decay = 0.0
   c.pretrained_lr_mult = 1.0
-  set_epoch_schedule(c, NUM_TRAIN_IDS)
+  # McLaughlin's 500 epochs at a constant rate.
+  c.epoch = 'pairs'  # 2 x N_train pairs
+  c.num_train_steps, c.num_train_epochs = None, 500
+  c.schedule.kind = 'step'
+  c.schedule.warmup_steps = 0
+  c.schedule.decay_steps = (10**9,)  # constant learning rate
+  c.schedule.decay_factor = 1.0
+  c.log_every_steps, c.log_every_epochs = None, 1
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = None, 50
 
   c.eval.clip_len = 16
   c.eval.sampler = 'all'  # every frame, in chunks of 16, averaged per tracklet

@@ -11,12 +11,9 @@ persons and splits them 100/100 at random): 500 of the code's epochs of
 
 from experiments.configs import crf_ilids_vid
 
-NUM_TRAIN_IDS = 89
-
 
 def get_config():
   c = crf_ilids_vid.get_config()
   c.dataset = 'prid2011'
   c.dataset_config = 'split_0'
-  crf_ilids_vid.set_epoch_schedule(c, NUM_TRAIN_IDS)
   return c

@@ -22,8 +22,6 @@ steps, decayed at 600 and 700. Evaluation as the paper: every frame in chunks
 of T, features averaged per tracklet, Euclidean distance.
 """
 
-import ml_collections
-
 from experiments.configs import crf_ilids_vid
 
 VARIANTS = ('cnn', 'rnn', 'cnn_rnn')
@@ -46,11 +44,11 @@ def get_config(variant: str = 'cnn_rnn'):
   c.optimizer = 'adam'
   c.learning_rate = 1e-3
   c.weight_decay = 5e-4
-  c.num_train_steps = 800
-  c.schedule = ml_collections.ConfigDict(dict(
-      kind='step', warmup_steps=50, decay_steps=(600, 700), decay_factor=0.1))
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 400
+  c.num_train_steps, c.num_train_epochs = 800, None
+  c.schedule.warmup_steps = 50
+  c.schedule.decay_steps, c.schedule.decay_factor = (600, 700), 0.1
+  c.log_every_steps, c.log_every_epochs = 50, None
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = 400, None
 
   c.eval.clip_len = c.clip_len
   c.eval.batch_size = 64

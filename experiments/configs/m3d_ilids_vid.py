@@ -10,14 +10,11 @@ epoch, 400 epochs.
 
 from experiments.configs import m3d_mars
 
-NUM_TRAIN_TRACKLETS = 300
-
 
 def get_config():
   c = m3d_mars.get_config()
   c.dataset = 'ilids_vid'
   c.dataset_config = 'split_0'
   c.all_splits = True  # the 10 standard splits, mean and std
-  m3d_mars.set_epoch_schedule(c, NUM_TRAIN_TRACKLETS)
   c.eval.protocol = 'torchreid'  # cam1 queries against cam2
   return c

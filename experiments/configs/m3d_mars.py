@@ -15,41 +15,27 @@ distance on L2-normalized features (the official MATLAB evaluation).
 
 Other rows of the paper's tables: ``--config.model_name=video_resnet`` with
 ``--config.model.temporal=m3d|i3d|p3d_a|p3d_b|p3d_c|2d`` and
-``--config.model.ral=''|s|c|t|sct`` (and ``--config.losses`` = ``{'ce': 1}``).
+``--config.model.ral=''|s|c|t|sct`` (and ``--config.losses="{'ce': {'weight': 1}}"``).
 
-Epochs as steps: the paper feeds every training tracklet once per epoch
-(8298 on MARS), 24 clips per batch, so 345 steps per epoch. Our batches are
-PK batches; K = 1 (24 identities, one tracklet each) is the closest to the
-paper's plain random batches, and its CE-only objective needs no positives.
+Epochs: the paper feeds every training tracklet once per epoch
+(``config.epoch = 'tracklets'``; 8298 on MARS), 24 clips per batch, so 345
+steps per epoch (experiments/durations.py counts them on the prepared data).
+Our batches are PK batches; K = 1 (24 identities, one tracklet each) is the
+closest to the paper's plain random batches, and its CE-only objective needs
+no positives.
 
 ImageNet weights: ``config.pretrained`` loads one torchvision ResNet-50 file
-into both streams when training starts (``jaxreid.training.loop.load_pretrained``:
+into both streams when training starts (the model's ``load``, ``jaxreid.models.m3d``:
 temporal kernels and RALs keep their identity initialization), see docs/m3d.md.
 """
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
-
-NUM_TRAIN_TRACKLETS = 8298  # MARS training tracklets
-EPOCHS, DECAY_EPOCH = 400, 300
-
-
-def set_epoch_schedule(c, num_train_tracklets: int, epochs: int = EPOCHS,
-                       decay_epoch: int = DECAY_EPOCH) -> None:
-  """The paper's epochs (every training tracklet once) as steps of the config's batch."""
-  per_epoch = max(num_train_tracklets // (c.num_identities * c.num_instances), 1)
-  c.num_train_steps = epochs * per_epoch
-  c.schedule.kind = 'step'
-  c.schedule.warmup_steps = 0
-  c.schedule.decay_steps = (decay_epoch * per_epoch,)
-  c.schedule.decay_factor = 0.1
-  c.checkpoint_every_steps = 10 * per_epoch
-  c.log_every_steps = min(per_epoch, 100)
+from experiments.configs import base
 
 
 def get_config():
-  c = synthetic_baseline.get_config()  # every field documented there
+  c = base.get_config()  # every field documented there
 
   c.dataset = 'mars'
   c.dataset_config = ''
@@ -75,10 +61,7 @@ def get_config():
       normalize_streams=False))
   c.pretrained = ''  # torchvision ResNet-50 (.safetensors / .npz), see above
 
-  c.losses = ml_collections.ConfigDict({'ce_streams': 1.0})  # softmax on each stream
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0, triplet_margin=0.3, triplet_metric='euclidean',
-      triplet_soft_margin=False))
+  c.losses = ml_collections.ConfigDict({'ce_streams': {'weight': 1.0}})  # softmax on each stream
 
   c.optimizer = 'sgd'
   c.learning_rate = 0.01
@@ -86,7 +69,15 @@ def get_config():
   c.nesterov = False  # torch.optim.SGD's default, as the official code
   c.weight_decay = 5e-4
   c.pretrained_lr_mult = 1.0
-  set_epoch_schedule(c, NUM_TRAIN_TRACKLETS)
+  # 400 epochs, the rate divided by 10 after 300.
+  c.epoch = 'tracklets'  # every training tracklet once
+  c.num_train_steps, c.num_train_epochs = None, 400
+  c.schedule.kind = 'step'
+  c.schedule.warmup_steps = 0
+  c.schedule.decay_steps, c.schedule.decay_epochs = None, (300,)
+  c.schedule.decay_factor = 0.1
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = None, 10
+  c.log_every_steps, c.log_every_epochs = 100, 1  # every epoch, or 100 steps if sooner
 
   c.eval.clip_len = 8
   c.eval.sampler = 'full_chunks'  # floor(L / T) clips of T frames, averaged

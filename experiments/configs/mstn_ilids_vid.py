@@ -13,14 +13,11 @@ of each tracklet.
 
 from experiments.configs import mstn_mars
 
-NUM_TRAIN_IDS = 150  # iLIDS-VID: 300 identities, half for training
-
 
 def get_config():
   c = mstn_mars.get_config()
   c.dataset = 'ilids_vid'
   c.dataset_config = 'split_0'
   c.all_splits = True  # the 10 standard splits, mean and std
-  mstn_mars.set_epoch_schedule(c, NUM_TRAIN_IDS)
   c.eval.protocol = 'torchreid'  # cam1 queries against cam2
   return c

@@ -28,28 +28,19 @@ epsilon 0.1, horizontal flip; the ImageNet ResNet-50 through
 Table 1's rows: ``--config.model.recurrence=none|lstm|clstm`` and
 ``--config.losses`` without 'triplet' (mstn_synthetic.py has them as variants).
 
-Epochs as steps: a RandomIdentitySampler epoch draws every training identity
-K times: floor(625 * 4 / 32) = 78 steps on MARS, so 800 epochs = 62400 steps,
-decays at 15600, 31200, 46800.
+Epochs: a RandomIdentitySampler epoch draws every training identity K times
+(``config.epoch = 'identities'``): floor(625 * 4 / 32) = 78 steps on MARS, so
+800 epochs = 62400 steps, decays at 15600, 31200, 46800
+(experiments/durations.py counts them on the prepared data).
 """
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
-from experiments.configs import trsa_ilids_vid
-
-NUM_TRAIN_IDS = 625  # MARS training identities
-EPOCHS, DECAY_EPOCHS = 800, (200, 400, 600)
-
-
-def set_epoch_schedule(c, num_train_ids: int) -> None:
-  """jiyanggao's 800 epochs, step 200 x 0.1, as steps of the config's P x K."""
-  trsa_ilids_vid.set_epoch_schedule(c, num_train_ids, EPOCHS, DECAY_EPOCHS)
-  c.checkpoint_every_steps = 20 * trsa_ilids_vid.steps_per_epoch(c, num_train_ids)
+from experiments.configs import base
 
 
 def get_config():
-  c = synthetic_baseline.get_config()  # every field documented there
+  c = base.get_config()  # every field documented there
 
   c.dataset = 'mars'
   c.dataset_config = ''
@@ -73,17 +64,25 @@ def get_config():
   c.pretrained = ''  # torchvision ResNet-50 (.safetensors / .npz); '' from scratch
 
   # Eq. 5: Loss_softmax (f1) + Loss_triplet + Loss_labelsmoothing.
-  c.losses = ml_collections.ConfigDict({'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0})
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.1,  # eq. 4's epsilon (not given; Szegedy et al.'s 0.1)
-      aux_label_smoothing=0.0,  # eq. 2: plain softmax loss on f1
-      triplet_margin=0.3, triplet_metric='euclidean', triplet_soft_margin=False))
+  c.losses = ml_collections.ConfigDict({
+      'aux_ce': {'weight': 1.0},  # eq. 2: plain softmax loss on f1
+      'triplet': {'weight': 1.0},  # margin 0.3, Euclidean distance
+      'ce': {'weight': 1.0,
+             'label_smoothing': 0.1}})  # eq. 4's epsilon (not given; [Inception]'s 0.1)
 
   c.optimizer = 'adam'
   c.learning_rate = 3e-4
   c.weight_decay = 5e-4
   c.pretrained_lr_mult = 1.0
-  set_epoch_schedule(c, NUM_TRAIN_IDS)
+  # jiyanggao's 800 epochs, the rate divided by 10 every 200.
+  c.epoch = 'identities'  # every training identity K times
+  c.num_train_steps, c.num_train_epochs = None, 800
+  c.schedule.kind = 'step'
+  c.schedule.warmup_steps = 0
+  c.schedule.decay_steps, c.schedule.decay_epochs = None, (200, 400, 600)
+  c.schedule.decay_factor = 0.1
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = None, 20
+  c.log_every_steps, c.log_every_epochs = None, 1
 
   c.eval.clip_len = 8
   c.eval.sampler = 'all'  # consecutive chunks of 8 ...

@@ -11,14 +11,11 @@ queries against cam_b, the first four 8-frame chunks of each tracklet.
 
 from experiments.configs import mstn_mars
 
-NUM_TRAIN_IDS = 89
-
 
 def get_config():
   c = mstn_mars.get_config()
   c.dataset = 'prid2011'
   c.dataset_config = 'split_0'
   c.all_splits = True  # the 10 standard splits, mean and std
-  mstn_mars.set_epoch_schedule(c, NUM_TRAIN_IDS)
   c.eval.protocol = 'torchreid'  # cam_a queries against cam_b
   return c

@@ -14,20 +14,21 @@ The first three train with softmax on f1 ('aux_ce', eq. 2) + label-smoothed
 CE on the final feature ('ce', eq. 4); 'full' adds the batch-hard triplet
 (eq. 3), as Table 1 adds it last.
 
-Everything else is synthetic_baseline.py's budget (ResNet-18 at width 16 on
-128 x 64, T = 4, P = 8 x K = 4, Adam 1e-3 with its schedule and augmentation,
-500 steps, label smoothing 0.1, margin 0.3), so the rows compare with the
-pooling baseline. The MSTN head is shrunk with the backbone: 64 channels
-per scale (f1: 256; a quarter of the paper's 256, as width 16 is a quarter
-of 64), 'cut' and the recurrent blocks at 64 (an eighth of the paper's 512:
-at 128 a train step took 3.5x as long on the shared 2-core CPU, docs/mstn.md).
+Everything else is the pooling baseline's budget (synthetic_baseline.py:
+ResNet-18 at width 16 on 128 x 64, T = 4, P = 8 x K = 4, Adam 1e-3 with
+base.py's schedule and augmentation, 500 steps, label smoothing 0.1, margin
+0.3), so the rows compare with the pooling baseline. The MSTN head is shrunk
+with the backbone: 64 channels per scale (f1: 256; a quarter of the paper's
+256, as width 16 is a quarter of 64), 'cut' and the recurrent blocks at 64
+(an eighth of the paper's 512: at 128 a train step took 3.5x as long on the
+shared 2-core CPU, docs/mstn.md).
 Last stride 2 as the paper, so C2..C5 are 32x16, 16x8, 8x4, 4x2 and f1 lies
 on C4's 8 x 4 grid.
 """
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
+from experiments.configs import base
 
 VARIANTS = ('cnn', 'cnn_lstm', 'cnn_clstm', 'full')
 RECURRENCE = {'cnn': 'none', 'cnn_lstm': 'lstm', 'cnn_clstm': 'clstm', 'full': 'clstm'}
@@ -37,7 +38,7 @@ def get_config(variant: str = 'full'):
   if variant not in VARIANTS:
     raise ValueError(f'Unknown mstn_synthetic variant {variant!r}; valid choices: '
                      f'{", ".join(VARIANTS)}.')
-  c = synthetic_baseline.get_config()
+  c = base.get_config()
   c.model_name = 'mstn'
   c.model = ml_collections.ConfigDict(dict(
       backbone='resnet18', backbone_width=16, last_stride=2,
@@ -45,9 +46,9 @@ def get_config(variant: str = 'full'):
       recurrence=RECURRENCE[variant],
       clstm_kernel=3, peephole=False, forget_bias=0.0, residual=True,
       temporal_kernel=3, upsampling='nearest', bnneck=False))
-  terms = {'aux_ce': 1.0, 'ce': 1.0}
+  terms = {'aux_ce': {'weight': 1.0},  # eq. 2 is the plain softmax loss
+           'ce': {'weight': 1.0, 'label_smoothing': 0.1}}
   if variant == 'full':
-    terms['triplet'] = 1.0
+    terms['triplet'] = {'weight': 1.0}
   c.losses = ml_collections.ConfigDict(terms)
-  c.loss_options.aux_label_smoothing = 0.0  # eq. 2 is the plain softmax loss
   return c

@@ -16,7 +16,8 @@ Schedule: the paper gives none. The official code (yolomax/person-reid-lib)
 never decays the rate (its MultiStepLR milestone is never reached) and
 tests every 20 epochs up to 900; an epoch is one pass of its
 identity-exhausting sampler, floor(num_ids / N) batches (150 training
-identities -> 15 steps). So: 900 epochs at a constant rate.
+identities -> 15 steps; ``config.epoch = 'identities'``, counted on the
+prepared data by experiments/durations.py). So: 900 epochs at a constant rate.
 
 Test: the paper feeds all frames of a tracklet at once; the pipeline feeds
 chunks of T = 8 frames (the last padded by cycling its own frames) and
@@ -24,32 +25,17 @@ averages their features per tracklet (``eval.sampler='all'``;
 ``--config.eval.clip_len`` for longer chunks).
 
 Table 1's rows: ``--config.model.rru=none|s|c|ad|od|full``,
-``--config.model.temporal=mean|lstm|stim``, and the loss weights (Baseline:
-``--config.losses="{'ce': 1, 'aux_ce': 1}"``).
+``--config.model.temporal=mean|lstm|stim``, and the loss terms (Baseline:
+``--config.losses="{'ce': {'weight': 1}, 'aux_ce': {'weight': 1}}"``).
 """
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
-
-NUM_TRAIN_IDS = 150  # iLIDS-VID: 300 identities, half for training
-EPOCHS = 900
-
-
-def set_epoch_schedule(c, num_train_ids: int, epochs: int = EPOCHS) -> None:
-  """The official code's epochs (every identity once, N per batch), constant rate."""
-  per_epoch = max(num_train_ids // c.num_identities, 1)
-  c.num_train_steps = epochs * per_epoch
-  c.schedule.kind = 'step'
-  c.schedule.warmup_steps = 0
-  c.schedule.decay_steps = ()  # no decay (the official code's milestone is never reached)
-  c.schedule.decay_factor = 0.1
-  c.checkpoint_every_steps = 20 * per_epoch  # the code tests every 20 epochs
-  c.log_every_steps = min(per_epoch * 5, 100)
+from experiments.configs import base
 
 
 def get_config():
-  c = synthetic_baseline.get_config()  # every field documented there
+  c = base.get_config()  # every field documented there
 
   c.dataset = 'ilids_vid'
   c.dataset_config = 'split_0'
@@ -76,13 +62,10 @@ def get_config():
   c.pretrained = ''
 
   # Eq. 7: L_c (identity CE + auxiliary CE) + L_v + L_p.
-  c.losses = ml_collections.ConfigDict(
-      {'ce': 1.0, 'aux_ce': 1.0, 'triplet': 1.0, 'part_triplet': 1.0})
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0, aux_label_smoothing=0.0,
-      triplet_margin=0.4, part_triplet_margin=0.4,  # m
-      triplet_metric='euclidean',  # D in eq. 8, 10
-      triplet_soft_margin=False))
+  c.losses = ml_collections.ConfigDict({
+      'ce': {'weight': 1.0}, 'aux_ce': {'weight': 1.0},
+      'triplet': {'weight': 1.0, 'margin': 0.4},  # m; Euclidean D (eq. 8)
+      'part_triplet': {'weight': 1.0}})  # m = 0.4, Euclidean D (eq. 10)
 
   c.optimizer = 'sgd'
   c.learning_rate = 0.01
@@ -90,7 +73,15 @@ def get_config():
   c.nesterov = True
   c.weight_decay = 5e-4
   c.pretrained_lr_mult = 0.1  # the pretrained layers learn at 0.1x
-  set_epoch_schedule(c, NUM_TRAIN_IDS)
+  # 900 epochs at a constant rate; checkpoints where the code tests.
+  c.epoch = 'identities'  # the identity-exhausting sampler: floor(ids / N) steps
+  c.num_train_steps, c.num_train_epochs = None, 900
+  c.schedule.kind = 'step'
+  c.schedule.warmup_steps = 0
+  c.schedule.decay_steps = ()  # no decay (the official code's milestone is never reached)
+  c.schedule.decay_factor = 0.1
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = None, 20  # the code tests every 20 epochs
+  c.log_every_steps, c.log_every_epochs = 100, 5  # every 5 epochs, or 100 steps if sooner
 
   c.eval.clip_len = 8
   c.eval.sampler = 'all'  # every frame, in chunks of 8, averaged per tracklet

@@ -11,15 +11,12 @@ with the paper's cosine distance.
 
 from experiments.configs import rru_ilids_vid
 
-NUM_TRAIN_IDS = 625
-
 
 def get_config():
   c = rru_ilids_vid.get_config()
   c.dataset = 'mars'
   c.dataset_config = ''
   c.all_splits = False
-  rru_ilids_vid.set_epoch_schedule(c, NUM_TRAIN_IDS)
   c.eval.protocol = 'mars_official'  # the MARS evaluation code
   c.eval.batch_size = 32
   return c

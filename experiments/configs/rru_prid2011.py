@@ -10,12 +10,9 @@ and N = 10 an epoch is 8 steps, so 900 epochs = 7200 steps, constant rate.
 
 from experiments.configs import rru_ilids_vid
 
-NUM_TRAIN_IDS = 89
-
 
 def get_config():
   c = rru_ilids_vid.get_config()
   c.dataset = 'prid2011'
   c.dataset_config = 'split_0'
-  rru_ilids_vid.set_epoch_schedule(c, NUM_TRAIN_IDS)
   return c

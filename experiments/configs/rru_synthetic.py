@@ -13,7 +13,7 @@ A variant is chosen after the file name (default full):
   rru_lstm   RRU + LSTM (256 hidden units) instead of STIM, L_c + L_v
   baseline   average pooling of the raw maps, L_c + L_v (Table 1's Baseline + L_v)
 
-Budget and data are synthetic_baseline.py's (ResNet-18 at width 16, last
+Budget and data are the pooling baseline's (ResNet-18 at width 16, last
 stride 1, on 128 x 64 frames: 8 x 4 maps of 128 channels, so 8 strips; T = 4;
 P = 8 x K = 4; Adam 1e-3, 500 steps; its augmentation), so the variants compare
 with the pooling baseline. The objective is the paper's (plain CE, margins
@@ -26,7 +26,7 @@ cosine distance (the paper), chunks of T frames averaged per tracklet.
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
+from experiments.configs import base
 
 VARIANTS = ('full', 'no_lp', 'stim_only', 'rru_s', 'rru_c', 'rru_ad', 'rru_od', 'rru_lstm',
             'baseline')
@@ -36,7 +36,7 @@ def get_config(variant: str = 'full'):
   if variant not in VARIANTS:
     raise ValueError(f'Unknown rru_synthetic variant {variant!r}; valid choices: '
                      f'{", ".join(VARIANTS)}.')
-  c = synthetic_baseline.get_config()
+  c = base.get_config()
   c.model_name = 'rru'
   rru = {'stim_only': 'none', 'baseline': 'none', 'rru_s': 's', 'rru_c': 'c',
          'rru_ad': 'ad', 'rru_od': 'od'}.get(variant, 'full')
@@ -47,10 +47,8 @@ def get_config(variant: str = 'full'):
       transition_features=64, spatial_hidden=64, stim_features=128, lstm_features=128,
       classifier_hidden=256, dropout=0.5, classifier_leaky_slope=0.0))
   with_lp = variant not in ('no_lp', 'stim_only', 'rru_lstm', 'baseline')
-  c.losses = ml_collections.ConfigDict(
-      {'ce': 1.0, 'triplet': 1.0, **({'part_triplet': 1.0} if with_lp else {})})
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0, triplet_margin=0.4, part_triplet_margin=0.4,
-      triplet_metric='euclidean', triplet_soft_margin=False))
+  c.losses = ml_collections.ConfigDict({
+      'ce': {'weight': 1.0}, 'triplet': {'weight': 1.0, 'margin': 0.4},
+      **({'part_triplet': {'weight': 1.0}} if with_lp else {})})  # part margin: 0.4
   c.eval.metric = 'cosine'
   return c

@@ -37,7 +37,9 @@ def base_config(dataset: str = ''):
 
 
 def ablation(dataset: str, *, attention: bool, losses: dict):
+  """The full config of `dataset` with SAM on or off and the loss terms `losses`
+  (term -> weight; every term with its default options)."""
   c = base_config(dataset)
   c.model.attention = attention
-  c.losses = ml_collections.ConfigDict(losses)
+  c.losses = ml_collections.ConfigDict({term: {'weight': w} for term, w in losses.items()})
   return c

@@ -10,42 +10,22 @@ SAM + Reg); its other rows are trsa_ablation_*.py.
   python -m experiments.train --config=experiments/configs/trsa_ilids_vid.py \
       --workdir=workdir/trsa_ilids_vid --config.pretrained=resnet50.safetensors
 
-Epochs as steps: the paper gives no batch size; we take the usual video re-ID
-PK batch, P = 8 identities x K = 4 tracklets (jiyanggao/Video-Person-ReID's
+Epochs: the paper gives no batch size; we take the usual video re-ID PK
+batch, P = 8 identities x K = 4 tracklets (jiyanggao/Video-Person-ReID's
 default, which its RandomIdentitySampler draws). That sampler's epoch is every
-training identity K times, i.e. floor(num_train_ids * K / (P * K)) batches
-(drop_last): 150 identities -> 18 steps per epoch on iLIDS-VID, so 600 epochs
-= 10800 steps, decays at 3600 and 7200 (``set_epoch_schedule``).
+training identity K times (``config.epoch = 'identities'``), i.e.
+floor(num_train_ids * K / (P * K)) batches (drop_last): 150 identities -> 18
+steps per epoch on iLIDS-VID, so 600 epochs = 10800 steps, decays at 3600
+and 7200 (experiments/durations.py counts them on the prepared data).
 """
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
-
-NUM_TRAIN_IDS = 150  # iLIDS-VID: 300 identities, half for training
-EPOCHS, DECAY_EPOCHS = 600, (200, 400)
-
-
-def steps_per_epoch(c, num_train_ids: int) -> int:
-  """Batches of one RandomIdentitySampler epoch (every identity K times, drop_last)."""
-  return max((num_train_ids * c.num_instances) // (c.num_identities * c.num_instances), 1)
-
-
-def set_epoch_schedule(c, num_train_ids: int, epochs: int = EPOCHS,
-                       decay_epochs=DECAY_EPOCHS) -> None:
-  """Expresses the paper's epoch schedule as steps for the config's P and K."""
-  per_epoch = steps_per_epoch(c, num_train_ids)
-  c.num_train_steps = epochs * per_epoch
-  c.schedule.kind = 'step'
-  c.schedule.warmup_steps = 0  # the paper has no warmup
-  c.schedule.decay_steps = tuple(e * per_epoch for e in decay_epochs)
-  c.schedule.decay_factor = 0.1
-  c.checkpoint_every_steps = 50 * per_epoch
-  c.log_every_steps = per_epoch
+from experiments.configs import base
 
 
 def get_config():
-  c = synthetic_baseline.get_config()  # every field documented there
+  c = base.get_config()  # every field documented there
 
   c.dataset = 'ilids_vid'
   c.dataset_config = 'split_0'
@@ -71,19 +51,24 @@ def get_config():
   c.pretrained = ''
 
   # Eq. 5 and 9: L_f + L_v + lambda Reg, lambda = 1.
-  c.losses = ml_collections.ConfigDict({'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0})
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0,  # CE ablations only; the paper has none
-      triplet_margin=0.3, triplet_metric='euclidean', triplet_soft_margin=False,
-      focal_gamma=2.0,
-      focal_mode='target',  # eq. 8: sigmoid of the target logit; 'all_classes': RetinaNet's
-      focal_alpha=-1.0))  # < 0: no alpha balance ('all_classes' only)
+  c.losses = ml_collections.ConfigDict({
+      'focal': {'weight': 1.0},  # eq. 8 (mode 'target'), gamma 2
+      'triplet': {'weight': 1.0},  # margin 0.3, Euclidean distance
+      'temporal_reg': {'weight': 1.0}})
 
   c.optimizer = 'adam'
   c.learning_rate = 3e-4
   c.weight_decay = 5e-4  # L2 added to the gradient, as torch.optim.Adam's weight_decay
   c.pretrained_lr_mult = 1.0
-  set_epoch_schedule(c, NUM_TRAIN_IDS)
+  # 600 epochs, the rate divided by 10 after 200 and 400; no warmup.
+  c.epoch = 'identities'  # every training identity K times
+  c.num_train_steps, c.num_train_epochs = None, 600
+  c.schedule.kind = 'step'
+  c.schedule.warmup_steps = 0
+  c.schedule.decay_steps, c.schedule.decay_epochs = None, (200, 400)
+  c.schedule.decay_factor = 0.1
+  c.checkpoint_every_steps, c.checkpoint_every_epochs = None, 50
+  c.log_every_steps, c.log_every_epochs = None, 1
 
   c.eval.clip_len = 15
   c.eval.sampler = 'all'  # every frame, in chunks of 15, averaged per tracklet

@@ -11,12 +11,9 @@ identities and P = 8, K = 4 an epoch is floor(89 * 4 / 32) = 11 steps, so 600 ep
 
 from experiments.configs import trsa_ilids_vid
 
-NUM_TRAIN_IDS = 89
-
 
 def get_config():
   c = trsa_ilids_vid.get_config()
   c.dataset = 'prid2011'
   c.dataset_config = 'split_0'
-  trsa_ilids_vid.set_epoch_schedule(c, NUM_TRAIN_IDS)
   return c

@@ -1,7 +1,7 @@
 r"""TRSA on the built-in synthetic dataset, with the pooling baseline's budget.
 
-synthetic_baseline.py (ResNet-18 at width 16, 128 x 64 input, T = 4, P = 8 x
-K = 4, Adam 1e-3, 500 steps, same schedule and augmentation) with the TRSA
+The pooling baseline's budget (base.py: 128 x 64 input, T = 4, P = 8 x K = 4,
+Adam 1e-3, 500 steps, same schedule and augmentation; ResNet-18 at width 16) with the TRSA
 model and objective of trsa_ilids_vid.py: parameter-free spatial attention on
 the 8 x 4 C5 maps (last stride 1), no BNNeck, eq. 8 focal loss + batch-hard
 triplet (m = 0.3) + Reg (lambda = 1; its minimum here is 32 (1 - 4/32)^2 =
@@ -31,18 +31,16 @@ frame's attention to uniform, which makes SAM plain GAP.
 
 import ml_collections
 
-from experiments.configs import synthetic_baseline
+from experiments.configs import base
 
 
 def get_config():
-  c = synthetic_baseline.get_config()
+  c = base.get_config()
   c.model_name = 'trsa'
   c.model = ml_collections.ConfigDict(dict(
       backbone='resnet18', backbone_width=16, last_stride=1,
       attention=True, attention_reduce='mean', spatial_pool='sum',
       bnneck=False, classifier_bias=True))
-  c.losses = ml_collections.ConfigDict({'focal': 1.0, 'triplet': 1.0, 'temporal_reg': 1.0})
-  c.loss_options = ml_collections.ConfigDict(dict(
-      label_smoothing=0.0, triplet_margin=0.3, triplet_metric='euclidean',
-      triplet_soft_margin=False, focal_gamma=2.0, focal_mode='target', focal_alpha=-1.0))
+  c.losses = ml_collections.ConfigDict({
+      'focal': {'weight': 1.0}, 'triplet': {'weight': 1.0}, 'temporal_reg': {'weight': 1.0}})
   return c

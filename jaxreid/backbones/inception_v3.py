@@ -32,6 +32,7 @@ auxiliary classifier needs Mixed_6e maps of at least 17 x 17, i.e. inputs of
 at least 299 x 299 pixels, as in torchvision.
 """
 
+import functools
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -79,93 +80,94 @@ def _max_pool_3x3_s2(x):
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
 
 
-class InceptionA(nn.Module):
-  """35 x 35 block: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1."""
+def _basic_conv(features: int, kernel, strides: int = 1, padding=None, *, dtype: Any,
+                name: str) -> BasicConv2d:
+  """A ``BasicConv2d`` from a short spec: `kernel` an int (k x k) or (kh, kw);
+  `padding` None keeps the map size at stride 1 ((kh // 2, kw // 2)) and pads
+  nothing when strided, as every torchvision Inception block does."""
+  kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+  if padding is None:
+    padding = (kh // 2, kw // 2) if strides == 1 else 0
+  ph, pw = (padding, padding) if isinstance(padding, int) else padding
+  return BasicConv2d(features, (kh, kw), (strides, strides), padding=_pad(ph, pw), dtype=dtype,
+                     name=name)
+
+
+def _chain(x, name: str, *convs, train: bool, dtype: Any):
+  """``BasicConv2d`` layers in sequence, made in the calling module: each of
+  `convs` is a ``_basic_conv`` spec (features, kernel[, strides[, padding]]).
+  They are named `name` (one) or `name`_1, `name`_2, ... (torchvision's)."""
+  for i, spec in enumerate(convs):
+    layer = name if len(convs) == 1 else f'{name}_{i + 1}'
+    x = _basic_conv(*spec, dtype=dtype, name=layer)(x, train)
+  return x
+
+
+class _Block(nn.Module):
+  """An Inception block: its ``branches`` side by side on the channel axis."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    chain = functools.partial(_chain, train=train, dtype=self.dtype)
+    return jnp.concatenate(self.branches(x, chain), axis=-1)
+
+
+class InceptionA(_Block):
+  """35 x 35 block: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 (224 + pool_features)."""
   pool_features: int
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
-    b1 = conv(64, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
-    b5 = conv(48, (1, 1), _pad(0, 0), 'branch5x5_1')(x, train)
-    b5 = conv(64, (5, 5), _pad(2, 2), 'branch5x5_2')(b5, train)
-    b3 = conv(64, (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
-    b3 = conv(96, (3, 3), _pad(1, 1), 'branch3x3dbl_2')(b3, train)
-    b3 = conv(96, (3, 3), _pad(1, 1), 'branch3x3dbl_3')(b3, train)
-    bp = conv(self.pool_features, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
-    return jnp.concatenate([b1, b5, b3, bp], axis=-1)  # (N, H, W, 224 + pool_features)
+  def branches(self, x, chain):
+    return [chain(x, 'branch1x1', (64, 1)),
+            chain(x, 'branch5x5', (48, 1), (64, 5)),
+            chain(x, 'branch3x3dbl', (64, 1), (96, 3), (96, 3)),
+            chain(_avg_pool_3x3(x), 'branch_pool', (self.pool_features, 1))]
 
 
-class InceptionB(nn.Module):
-  """35 -> 17 reduction: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2."""
+class InceptionB(_Block):
+  """35 -> 17 reduction: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2 (480 + C_in channels)."""
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
-    b3 = conv(384, (3, 3), (2, 2), _pad(0, 0), 'branch3x3')(x, train)
-    bd = conv(64, (1, 1), (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
-    bd = conv(96, (3, 3), (1, 1), _pad(1, 1), 'branch3x3dbl_2')(bd, train)
-    bd = conv(96, (3, 3), (2, 2), _pad(0, 0), 'branch3x3dbl_3')(bd, train)
-    return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)  # (N, H', W', 480 + C_in)
+  def branches(self, x, chain):
+    return [chain(x, 'branch3x3', (384, 3, 2)),
+            chain(x, 'branch3x3dbl', (64, 1), (96, 3), (96, 3, 2)), _max_pool_3x3_s2(x)]
 
 
-class InceptionC(nn.Module):
-  """17 x 17 block with factorized 7x7 convolutions (1x7 and 7x1)."""
+class InceptionC(_Block):
+  """17 x 17 block with factorized 7x7 convolutions, 1x7 and 7x1 (768 channels)."""
   channels_7x7: int
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
+  def branches(self, x, chain):
     c7 = self.channels_7x7
-    b1 = conv(192, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
-    b7 = conv(c7, (1, 1), _pad(0, 0), 'branch7x7_1')(x, train)
-    b7 = conv(c7, (1, 7), _pad(0, 3), 'branch7x7_2')(b7, train)
-    b7 = conv(192, (7, 1), _pad(3, 0), 'branch7x7_3')(b7, train)
-    bd = conv(c7, (1, 1), _pad(0, 0), 'branch7x7dbl_1')(x, train)
-    bd = conv(c7, (7, 1), _pad(3, 0), 'branch7x7dbl_2')(bd, train)
-    bd = conv(c7, (1, 7), _pad(0, 3), 'branch7x7dbl_3')(bd, train)
-    bd = conv(c7, (7, 1), _pad(3, 0), 'branch7x7dbl_4')(bd, train)
-    bd = conv(192, (1, 7), _pad(0, 3), 'branch7x7dbl_5')(bd, train)
-    bp = conv(192, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
-    return jnp.concatenate([b1, b7, bd, bp], axis=-1)  # (N, H, W, 768)
+    return [chain(x, 'branch1x1', (192, 1)),
+            chain(x, 'branch7x7', (c7, 1), (c7, (1, 7)), (192, (7, 1))),
+            chain(x, 'branch7x7dbl', (c7, 1), (c7, (7, 1)), (c7, (1, 7)), (c7, (7, 1)),
+                  (192, (1, 7))),
+            chain(_avg_pool_3x3(x), 'branch_pool', (192, 1))]
 
 
-class InceptionD(nn.Module):
-  """17 -> 8 reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2."""
+class InceptionD(_Block):
+  """17 -> 8 reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2 (512 + C_in channels)."""
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
-    b3 = conv(192, (1, 1), (1, 1), _pad(0, 0), 'branch3x3_1')(x, train)
-    b3 = conv(320, (3, 3), (2, 2), _pad(0, 0), 'branch3x3_2')(b3, train)
-    b7 = conv(192, (1, 1), (1, 1), _pad(0, 0), 'branch7x7x3_1')(x, train)
-    b7 = conv(192, (1, 7), (1, 1), _pad(0, 3), 'branch7x7x3_2')(b7, train)
-    b7 = conv(192, (7, 1), (1, 1), _pad(3, 0), 'branch7x7x3_3')(b7, train)
-    b7 = conv(192, (3, 3), (2, 2), _pad(0, 0), 'branch7x7x3_4')(b7, train)
-    return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)  # (N, H', W', 512 + C_in)
+  def branches(self, x, chain):
+    return [chain(x, 'branch3x3', (192, 1), (320, 3, 2)),
+            chain(x, 'branch7x7x3', (192, 1), (192, (1, 7)), (192, (7, 1)), (192, 3, 2)),
+            _max_pool_3x3_s2(x)]
 
 
-class InceptionE(nn.Module):
-  """8 x 8 block with expanded 1x3 / 3x1 branches."""
+class InceptionE(_Block):
+  """8 x 8 block with expanded 1x3 / 3x1 branches (2048 channels)."""
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv = lambda f, k, p, name: BasicConv2d(f, k, padding=p, dtype=self.dtype, name=name)
-    b1 = conv(320, (1, 1), _pad(0, 0), 'branch1x1')(x, train)
-    b3 = conv(384, (1, 1), _pad(0, 0), 'branch3x3_1')(x, train)
-    b3 = jnp.concatenate([conv(384, (1, 3), _pad(0, 1), 'branch3x3_2a')(b3, train),
-                          conv(384, (3, 1), _pad(1, 0), 'branch3x3_2b')(b3, train)], axis=-1)
-    bd = conv(448, (1, 1), _pad(0, 0), 'branch3x3dbl_1')(x, train)
-    bd = conv(384, (3, 3), _pad(1, 1), 'branch3x3dbl_2')(bd, train)
-    bd = jnp.concatenate([conv(384, (1, 3), _pad(0, 1), 'branch3x3dbl_3a')(bd, train),
-                          conv(384, (3, 1), _pad(1, 0), 'branch3x3dbl_3b')(bd, train)], axis=-1)
-    bp = conv(192, (1, 1), _pad(0, 0), 'branch_pool')(_avg_pool_3x3(x), train)
-    return jnp.concatenate([b1, b3, bd, bp], axis=-1)  # (N, H, W, 2048)
+  def branches(self, x, chain):
+    expanded = lambda y, name: jnp.concatenate(  # 1x3 | 3x1 side by side
+        [chain(y, f'{name}a', (384, (1, 3))), chain(y, f'{name}b', (384, (3, 1)))], axis=-1)
+    return [chain(x, 'branch1x1', (320, 1)),
+            expanded(chain(x, 'branch3x3_1', (384, 1)), 'branch3x3_2'),
+            expanded(chain(x, 'branch3x3dbl', (448, 1), (384, 3)), 'branch3x3dbl_3'),
+            chain(_avg_pool_3x3(x), 'branch_pool', (192, 1))]
 
 
 class InceptionAux(nn.Module):
@@ -182,8 +184,8 @@ class InceptionAux(nn.Module):
           f'got {x.shape[1]} x {x.shape[2]}; feed larger frames or build the backbone '
           f'with aux_classes=0.')
     x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding='VALID')  # (N, 5, 5, 768) at 17 x 17
-    x = BasicConv2d(128, (1, 1), dtype=self.dtype, name='conv0')(x, train)
-    x = BasicConv2d(768, (5, 5), dtype=self.dtype, name='conv1')(x, train)  # (N, 1, 1, 768)
+    x = _chain(x, 'conv0', (128, 1), train=train, dtype=self.dtype)
+    x = _chain(x, 'conv1', (768, 5, 1, 0), train=train, dtype=self.dtype)  # (N, 1, 1, 768)
     x = jnp.mean(x, axis=(1, 2))  # adaptive_avg_pool2d((1, 1))
     # torchvision initializes this fc with std 0.001 (truncated normal).
     return nn.Dense(self.num_classes, dtype=self.dtype,
@@ -230,13 +232,13 @@ class InceptionV3(nn.Module):
       mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
       x = x * (std / 0.5) + (mean - 0.5) / 0.5
     x = x.astype(self.dtype)
-    conv = lambda f, k, s, p, name: BasicConv2d(f, k, s, padding=p, dtype=self.dtype, name=name)
-    x = conv(32, (3, 3), (2, 2), _pad(0, 0), 'Conv2d_1a_3x3')(x, train)  # 149 x 149 at 299
-    x = conv(32, (3, 3), (1, 1), _pad(0, 0), 'Conv2d_2a_3x3')(x, train)  # 147
-    x = conv(64, (3, 3), (1, 1), _pad(1, 1), 'Conv2d_2b_3x3')(x, train)  # 147
+    chain = functools.partial(_chain, train=train, dtype=self.dtype)
+    x = chain(x, 'Conv2d_1a_3x3', (32, 3, 2))  # 149 x 149 at 299
+    x = chain(x, 'Conv2d_2a_3x3', (32, 3, 1, 0))  # 147, unpadded
+    x = chain(x, 'Conv2d_2b_3x3', (64, 3))  # 147
     x = _max_pool_3x3_s2(x)  # 73
-    x = conv(80, (1, 1), (1, 1), _pad(0, 0), 'Conv2d_3b_1x1')(x, train)  # 73
-    x = conv(192, (3, 3), (1, 1), _pad(0, 0), 'Conv2d_4a_3x3')(x, train)  # 71
+    x = chain(x, 'Conv2d_3b_1x1', (80, 1))  # 73
+    x = chain(x, 'Conv2d_4a_3x3', (192, 3, 1, 0))  # 71, unpadded
     x = _max_pool_3x3_s2(x)  # 35
     x = InceptionA(32, dtype=self.dtype, name='Mixed_5b')(x, train)  # 256 channels
     x = InceptionA(64, dtype=self.dtype, name='Mixed_5c')(x, train)  # 288

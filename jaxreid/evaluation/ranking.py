@@ -466,6 +466,8 @@ def _aggregate(num_matches, per_query, *, max_rank: int, protocol: str,
       'max_rank': int(max_rank),
       'protocol': protocol,
       'ap_per_query': ap.astype(np.float32),
+      # 1-based rank of each query's first true match, 0 for skipped ones
+      'first_match_rank': np.where(valid, per_query['first_rank'] + 1, 0).astype(np.int32),
   }
 
 
@@ -545,6 +547,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
         clamping): ints.
       protocol: the protocol name.
       ap_per_query: (Q,) float32 AP of each query, NaN for skipped ones.
+      first_match_rank: (Q,) int32 1-based rank of each query's first true
+        match, 0 for skipped ones.
 
   Raises:
     ValueError: unknown protocol or method, inconsistent shapes, NaN

@@ -7,18 +7,20 @@ The data side is reached only through plain numpy batches (docs/design.md, "Data
 subset masks under 'subsets'.
 """
 
+import os
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Optional
 
 import jax
 import numpy as np
 from absl import logging
 
+from jaxreid import sharding
+from jaxreid.evaluation import distance as distance_lib
 from jaxreid.evaluation import ranking
 from jaxreid.evaluation import rerank as rerank_lib
 from jaxreid.evaluation import visualize
-from jaxreid.training import sharding
-from jaxreid.training.step import MODEL_INPUT_KEYS
+from jaxreid.inference import MODEL_INPUT_KEYS
 
 RANKS = (1, 5, 10, 20)
 _PROGRESS_SECONDS = 10  # a progress line at least this often while extracting
@@ -29,7 +31,7 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   """Averages chunk embeddings per tracklet.
 
   Args:
-    embed_fn: from ``step.make_embed_fn``: (state, inputs, tracklet, mask) ->
+    embed_fn: from ``jaxreid.inference.make_embed_fn``: (state, inputs, tracklet, mask) ->
       ((B, D), (B,), (B,)), gathered to every process.
     state: the train state.
     batches: padded eval batches; rows with mask False are ignored.
@@ -112,18 +114,25 @@ def split_features(embed_fn: Callable, state, data, split: str, mesh):
 
 def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean',
              protocol: str = 'torchreid', normalize: bool = False, rerank=None,
-             num_visualize: int = 0, visualize_dir: str = '') -> dict:
+             num_visualize: int = 0, visualize_dir: str = '', visualize_queries: str = 'worst',
+             images_out: Optional[list] = None) -> dict:
   """Extracts query and gallery features and ranks the gallery for each query.
 
   Args:
     rerank: None, or k-reciprocal re-ranking options {'k1', 'k2', 'lambda_value'}
       (``rerank.py``); the distances of the protocol's gallery are re-ranked.
-    num_visualize, visualize_dir: also write ranked-list PNGs of the first
-      `num_visualize` queries to `visualize_dir` (see ``visualize.py``).
+    num_visualize, visualize_dir, visualize_queries: also write ranked-list
+      PNGs of `num_visualize` queries to `visualize_dir`: the 'worst' by AP,
+      the 'first' or 'random' ones (``visualize.choose_queries``), drawn with
+      the distances the protocol ranked (re-ranked ones when `rerank` is on).
+    images_out: if a list, the pictures are appended to it as (name, (h, w, 3)
+      uint8) pairs (for TensorBoard).
 
   Returns:
     A JSON-able dict: rank1/5/10/20, mAP, mINP, cmc (list), counts, protocol,
-    metric, and per-subset rank-1 / mAP under 'subsets'.
+    metric, per-subset rank-1 / mAP under 'subsets', and under 'per_query'
+    each query's 'ap' (None where it has no match) and 'first_match_rank'
+    (1-based, 0 where it has no match), in split order.
   """
   ranking.check_protocol(protocol)
   qf, q = split_features(embed_fn, state, data, 'query', mesh)
@@ -131,11 +140,11 @@ def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean'
   if normalize:
     qf, gf_all = _l2_normalize(qf), _l2_normalize(gf_all)
   gf, g_pids, g_camids = protocol_gallery(protocol, q, g_all, qf, gf_all)
+  # with_query_in_gallery ranks the queries prepended to the gallery, (Q, Q + G)
+  ranked_gallery = np.concatenate([qf, gf]) if protocol == 'with_query_in_gallery' else gf
 
   if rerank:
-    # Re-ranking needs the whole (Q, G) matrix; with_query_in_gallery ranks the
-    # queries prepended to the gallery, (Q, Q + G), as evaluate_rank expects.
-    ranked_gallery = np.concatenate([qf, gf]) if protocol == 'with_query_in_gallery' else gf
+    # Re-ranking needs the whole matrix of distances that evaluate_rank ranks.
     distmat = rerank_lib.rerank_features(qf, ranked_gallery, metric=metric, **rerank)
 
   def rank(rows):
@@ -145,7 +154,8 @@ def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean'
     return ranking.evaluate_features(qf[rows], gf, q['pid'][rows], g_pids, q['camid'][rows],
                                      g_camids, metric=metric, max_rank=50, protocol=protocol)
 
-  results = _summarize(rank(np.arange(len(q['pid']))))
+  everyone = rank(np.arange(len(q['pid'])))
+  results = _summarize(everyone)
   results.update(protocol=protocol, metric=metric, num_query=len(q['pid']),
                  num_gallery=len(g_pids), subsets={}, rerank=dict(rerank) if rerank else None)
   for name, mask in q.get('subsets', {}).items():
@@ -154,12 +164,39 @@ def evaluate(embed_fn: Callable, state, data, mesh, *, metric: str = 'euclidean'
     if any(has_match):
       sub = _summarize(rank(rows))
       results['subsets'][name] = {k: sub[k] for k in ('rank1', 'mAP', 'num_valid_queries')}
+  ap, first = everyone['ap_per_query'], everyone['first_match_rank']
+  results['per_query'] = {'ap': [None if np.isnan(a) else float(a) for a in ap],
+                          'first_match_rank': [int(r) for r in first]}
   if num_visualize and jax.process_index() == 0:  # one writer of the pictures
-    paths = visualize.write_ranked_lists(
-        visualize_dir, qf, gf_all, q, g_all, data.tracklet_frames,
-        num_queries=num_visualize, metric=metric)
-    logging.info('Wrote %d ranked-list pictures to %s', len(paths), visualize_dir)
+    queries = visualize.choose_queries(ap, visualize_queries, num_visualize)
+    if rerank:
+      dist = distmat[queries]
+    else:
+      dist = distance_lib.pairwise_distance(qf[queries], ranked_gallery, metric=metric)
+    columns = _ranked_columns(protocol, q, g_all, g_pids, g_camids)
+    written = visualize.write_ranked_lists(
+        visualize_dir, dist, q, columns, data.tracklet_frames, queries=queries,
+        ap_per_query=ap, first_match_rank=first, name_fn=getattr(data, 'tracklet_name', None))
+    logging.info('Wrote %d ranked-list pictures (%s queries by AP) to %s', len(written),
+                 visualize_queries, visualize_dir)
+    if images_out is not None:
+      images_out.extend((os.path.splitext(os.path.basename(p))[0], image)
+                        for p, image in written)
   return results
+
+
+def _ranked_columns(protocol: str, q: Mapping, g_all: Mapping, g_pids, g_camids) -> dict:
+  """Labels and (split, tracklet) sources of the columns each protocol ranks
+  (``protocol_gallery``; with_query_in_gallery prepends the queries)."""
+  queries = [('query', i) for i in range(len(q['pid']))]
+  if protocol == 'mars_official':
+    sources = queries + [('gallery', j) for j in range(len(g_all['pid']))]
+    return {'pid': g_pids, 'camid': g_camids, 'source': sources}
+  kept = [('gallery', int(j)) for j in np.flatnonzero(g_all['pid'] != -1)]
+  if protocol == 'with_query_in_gallery':
+    return {'pid': np.concatenate([q['pid'], g_pids]),
+            'camid': np.concatenate([q['camid'], g_camids]), 'source': queries + kept}
+  return {'pid': g_pids, 'camid': g_camids, 'source': kept}
 
 
 def _l2_normalize(x):

@@ -1,17 +1,18 @@
 """Ranked-list pictures: one PNG per query, the query clip then its top-k
 gallery tracklets, each a few frames, framed green (same identity) or red.
+The query's caption gives its AP and the rank of its first true match; the
+queries drawn are the worst by AP, the first, or a random sample
+(``choose_queries``), ranked by the distances the protocol used.
 
 As in the ranking metric (torchreid protocol), gallery tracklets of the query's
 identity seen by the query's camera, and junk (pid -1), are left out.
 """
 
 import os
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from jaxreid.evaluation import distance as distance_lib
 
 GREEN, RED, BLUE = (0, 170, 0), (220, 0, 0), (30, 80, 220)
 _BORDER, _GAP, _CAPTION = 4, 8, 34
@@ -80,37 +81,71 @@ def top_gallery(dist_row, pid: int, camid: int, g: Mapping, top_k: int) -> np.nd
   return candidates[np.argsort(dist_row[candidates], kind='stable')[:top_k]]
 
 
-def write_ranked_lists(out_dir: str, qf, gf, q: Mapping, g: Mapping,
-                       frames_fn: Callable, *, num_queries: int, top_k: int = 10,
-                       metric: str = 'euclidean', frames_per_tracklet: int = 4) -> list:
-  """Writes `num_queries` ranked-list PNGs (the first queries of the split).
+QUERY_CHOICES = ('worst', 'first', 'random')
+
+
+def choose_queries(ap_per_query, how: str, num: int, seed: int = 0) -> np.ndarray:
+  """Indices of the `num` queries to draw, among those with a match (AP not NaN).
+
+  Args:
+    ap_per_query: (Q,) AP of each query, NaN where it was skipped.
+    how: 'worst' (lowest AP first, ties in split order), 'first' (split
+      order) or 'random' (a `seed`-fixed sample, in split order).
+  """
+  if how not in QUERY_CHOICES:
+    raise ValueError(f'Unknown ranked-list choice {how!r}; valid choices: '
+                     f'{", ".join(QUERY_CHOICES)}.')
+  ap = np.asarray(ap_per_query, np.float64)
+  valid = np.flatnonzero(~np.isnan(ap))
+  if how == 'worst':
+    return valid[np.argsort(ap[valid], kind='stable')][:num]
+  if how == 'random':
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(valid, size=min(num, len(valid)), replace=False))
+  return valid[:num]
+
+
+def write_ranked_lists(out_dir: str, dist, q: Mapping, g: Mapping, frames_fn: Callable, *,
+                       queries: Sequence[int], ap_per_query, first_match_rank,
+                       name_fn: Optional[Callable] = None, top_k: int = 10,
+                       frames_per_tracklet: int = 4) -> list:
+  """Writes one ranked-list PNG per query of `queries`.
 
   Args:
     out_dir: created if needed; files are ``query_<index>_pid<pid>.png``.
-    qf, gf: (Q, D), (G, D) tracklet features.
-    q, g: labels with 'pid', 'camid' arrays.
+    dist: (len(queries), G) the distances the protocol ranked (after
+      re-ranking when it is on), one row per entry of `queries`, columns those of `g`.
+    q: query labels, 'pid' and 'camid' (Q,) arrays.
+    g: the ranked columns' 'pid' and 'camid' (G,) arrays and 'source', a
+      (split, tracklet) pair per column telling where its frames are.
     frames_fn: (split, tracklet, n) -> (n, H, W, 3) uint8 frames to show.
-    num_queries, top_k: how many lists, and how long.
-    metric: distance, as in evaluation.
+    queries: which query rows to draw (``choose_queries``).
+    ap_per_query, first_match_rank: (Q,) per-query results, for the caption.
+    name_fn: (split, tracklet) -> the tracklet's name in its source release,
+      or None for none.
+    top_k: ranks drawn per query.
   Returns:
-    The paths written.
+    [(path, image as (h, w, 3) uint8)] in the order of `queries`.
   """
   os.makedirs(out_dir, exist_ok=True)
-  num_queries = min(num_queries, len(q['pid']))
-  dist = distance_lib.pairwise_distance(qf[:num_queries], gf, metric=metric)  # (N, G)
-  paths = []
-  for i in range(num_queries):
+  dist = np.asarray(dist)
+  name = name_fn or (lambda split, t: '')
+  written = []
+  for row, i in enumerate(map(int, queries)):
     pid, cam = int(q['pid'][i]), int(q['camid'][i])
     gallery = []
-    for rank, t in enumerate(top_gallery(dist[i], pid, cam, g, top_k), start=1):
+    for rank, t in enumerate(top_gallery(dist[row], pid, cam, g, top_k), start=1):
+      split, tracklet = g['source'][t]
       gpid = int(g['pid'][t])
       gallery.append({
-          'frames': frames_fn('gallery', int(t), frames_per_tracklet),
+          'frames': frames_fn(split, int(tracklet), frames_per_tracklet),
           'correct': gpid == pid,
-          'caption': f'#{rank} pid {gpid} cam {int(g["camid"][t])}\nd={dist[i, t]:.3g}'})
-    image = ranked_list_image(frames_fn('query', i, frames_per_tracklet),
-                              f'query {i}\npid {pid} cam {cam}', gallery)
+          'caption': f'#{rank} pid {gpid} cam {int(g["camid"][t])} {name(split, tracklet)}'
+                     f'\nd={dist[row, t]:.3g}'})
+    caption = (f'query {i} pid {pid} cam {cam} {name("query", i)}\n'
+               f'AP {ap_per_query[i]:.3f}, first match #{int(first_match_rank[i])}')
+    image = ranked_list_image(frames_fn('query', i, frames_per_tracklet), caption, gallery)
     path = os.path.join(out_dir, f'query_{i:04d}_pid{pid}.png')
     image.save(path)
-    paths.append(path)
-  return paths
+    written.append((path, np.asarray(image)))
+  return written

@@ -37,7 +37,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxreid.layers import temporal_conv
+from jaxreid.layers import folding
+from jaxreid.layers.choices import check_choice
 
 
 class RAL(nn.Module):
@@ -67,13 +68,12 @@ class RAL(nn.Module):
     if unknown or not self.branches:
       raise ValueError(f"RAL branches {self.branches!r}: use a non-empty subset of 's' "
                        f"(spatial), 'c' (channel), 't' (temporal).")
-    if self.zero_init not in ('one', 'all'):
-      raise ValueError(f"RAL zero_init {self.zero_init!r}; valid choices: one, all.")
+    check_choice('RAL zero_init', self.zero_init, ('one', 'all'))
     zeroed = next(b for b in 'cst' if b in self.branches)
     is_zero = lambda branch: self.zero_init == 'all' or branch == zeroed
     folded = self.time_steps is not None
     if folded:
-      x = temporal_conv.unfold(x, self.time_steps)
+      x = folding.unfold_time(x, self.time_steps)
     b, t, h, w, c = x.shape
     norm = lambda name: nn.BatchNorm(use_running_average=not self.train, momentum=0.9,
                                      epsilon=1e-5, dtype=self.dtype, name=name)
@@ -105,4 +105,4 @@ class RAL(nn.Module):
       logits = logits * m.astype(jnp.float32)[:, :, None, None, None]  # (B, T, 1, 1, 1)
     mask = nn.sigmoid(logits)  # eq. 8
     y = (0.5 * xf + mask * xf).astype(x.dtype)  # eq. 7
-    return temporal_conv.fold(y) if folded else y
+    return folding.fold_time(y) if folded else y

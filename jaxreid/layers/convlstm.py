@@ -42,6 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxreid.layers import folding
+
 Carry = Tuple[Any, Any]  # (c, h), each (B, H, W, F)
 
 
@@ -96,8 +98,8 @@ def _recurrent_step(weights, forget_bias, dtype, carry: Carry, x_gates):
   return (new_c, new_h), new_h
 
 
-class ConvLSTMCell(nn.Module):
-  """One ConvLSTM step: ``(carry, x_t) -> (carry', h_t)``.
+class ConvLSTMOptions(nn.Module):
+  """The settings of a ConvLSTM, shared by the cell and the scanned layer.
 
   Attributes:
     features: F, the channels of c and h.
@@ -112,6 +114,10 @@ class ConvLSTMCell(nn.Module):
   peephole: bool = False
   forget_bias: float = 0.0
   dtype: Any = jnp.float32
+
+
+class ConvLSTMCell(ConvLSTMOptions):
+  """One ConvLSTM step: ``(carry, x_t) -> (carry', h_t)``."""
 
   @nn.compact
   def weights(self, in_channels: int, spatial: Sequence[int]):
@@ -142,31 +148,22 @@ class ConvLSTMCell(nn.Module):
     return zeros, zeros
 
 
-class ConvLSTM(nn.Module):
+class ConvLSTM(ConvLSTMOptions):
   """A ConvLSTM cell scanned over time, parameters shared across steps.
 
   ``(B, T, H, W, C) -> (B, T, H, W, F)`` hidden states h_1..h_T (and the last
   carry with ``return_carry``). Any T, including T = 1.
-
-  Attributes: as ``ConvLSTMCell``.
   """
-  features: int
-  kernel_size: Sequence[int] = (3, 3)
-  peephole: bool = False
-  forget_bias: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, xs, return_carry: bool = False):  # (B, T, H, W, C)
     batch, steps, height, width, channels = xs.shape
-    cell = ConvLSTMCell(self.features, kernel_size=tuple(self.kernel_size),
-                        peephole=self.peephole, forget_bias=self.forget_bias, dtype=self.dtype,
-                        name='cell')
+    cell = ConvLSTMCell(self.features, tuple(self.kernel_size), self.peephole, self.forget_bias,
+                        self.dtype, name='cell')
     weights = cell.weights(channels, (height, width))  # one set for every step
     # Hoisted out of the scan: W_x* * x_t + b_* for all B * T frames at once.
-    x_gates = _input_gates(weights, xs.reshape((batch * steps, height, width, channels)),
-                           self.dtype)  # (B*T, H, W, 4F)
-    x_gates = jnp.moveaxis(x_gates.reshape((batch, steps) + x_gates.shape[1:]), 1, 0)  # (T, B, ...)
+    x_gates = _input_gates(weights, folding.fold_time(xs), self.dtype)  # (B*T, H, W, 4F)
+    x_gates = jnp.moveaxis(folding.unfold_time(x_gates, steps), 1, 0)  # (T, B, H, W, 4F)
     step = lambda carry, xg: _recurrent_step(weights, self.forget_bias, self.dtype, carry, xg)
     carry = ConvLSTMCell.zero_carry(batch, (height, width), self.features)
     carry, hs = jax.lax.scan(step, carry, x_gates)  # only W_h* * h_{t-1} inside the loop

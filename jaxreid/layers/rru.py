@@ -51,11 +51,14 @@ over channels), 'c' (RRU(c): Z = sigmoid(Z_c), broadcast over positions) or
 (RRU(od): [X_t, S_{t-1}]) or 'full' (eq. 1).
 """
 
-from typing import Any, Tuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxreid.layers.choices import check_choice
+from jaxreid.layers.kernel import Kernel
 
 GATE_BRANCHES = ('sc', 's', 'c')
 GATE_INPUTS = ('full', 'ad', 'od')
@@ -63,22 +66,10 @@ GATE_INPUTS = ('full', 'ad', 'od')
 
 def check_options(gate_branches: str, gate_input: str) -> None:
   """Clear errors for unknown gate options."""
-  if gate_branches not in GATE_BRANCHES:
-    raise ValueError(f'Unknown RRU gate_branches {gate_branches!r}; valid choices: '
-                     f'{", ".join(GATE_BRANCHES)} (sc: eq. 4, s: RRU(s), c: RRU(c)).')
-  if gate_input not in GATE_INPUTS:
-    raise ValueError(f'Unknown RRU gate_input {gate_input!r}; valid choices: '
-                     f'{", ".join(GATE_INPUTS)} (full: eq. 1, ad: RRU(ad), od: RRU(od)).')
-
-
-class _Kernel(nn.Module):
-  """A bias-free nn.Dense / 1x1 nn.Conv's parameter alone: 'kernel' of `shape`
-  with their lecun-normal initializer, returned as an array."""
-  shape: Tuple[int, ...]
-
-  @nn.compact
-  def __call__(self):
-    return self.param('kernel', nn.initializers.lecun_normal(), tuple(self.shape), jnp.float32)
+  check_choice('RRU gate_branches', gate_branches, GATE_BRANCHES,
+               ' (sc: eq. 4, s: RRU(s), c: RRU(c))')
+  check_choice('RRU gate_input', gate_input, GATE_INPUTS,
+               ' (full: eq. 1, ad: RRU(ad), od: RRU(od))')
 
 
 def _dense(x, kernel, dtype, out_dtype=jnp.float32):
@@ -119,15 +110,14 @@ class TimeSharedBatchNorm(nn.Module):
     return {'scale': scale, 'bias': bias, 'mean': ra_mean.value, 'var': ra_var.value}
 
 
-class RRUCell(nn.Module):
-  """One RRU step (eq. 1-5): (S_{t-1}, inputs_t, norm) -> (S_t, (S_t, moments)).
+class RRUOptions(nn.Module):
+  """The settings of an RRU, shared by the cell and the scanned layer.
 
   Attributes:
     transition_features: channels of the transition layer (256).
     spatial_hidden: width of the spatial branch's first FC layer (128).
     gate_branches: 'sc' (eq. 4), 's' (RRU(s)) or 'c' (RRU(c)).
     gate_input: 'full' (eq. 1), 'ad' (RRU(ad)) or 'od' (RRU(od)).
-    train: normalize with this step's batch statistics and return them.
     bn_epsilon: the transition BN's epsilon (1e-3: the official BasicConv2d).
     dtype: computation dtype of the convolution and FC layers; the BN, the
       gate and the update (eq. 5) are float32.
@@ -136,9 +126,17 @@ class RRUCell(nn.Module):
   spatial_hidden: int = 128
   gate_branches: str = 'sc'
   gate_input: str = 'full'
-  train: bool = False
   bn_epsilon: float = 1e-3
   dtype: Any = jnp.float32
+
+
+class RRUCell(RRUOptions):
+  """One RRU step (eq. 1-5): (S_{t-1}, inputs_t, norm) -> (S_t, (S_t, moments)).
+
+  Attributes: ``RRUOptions``'s, and ``train``: normalize with this step's
+  batch statistics and return them.
+  """
+  train: bool = False
 
   def __call__(self, s_prev, inputs, norm):
     """Args:
@@ -170,7 +168,7 @@ class RRUCell(nn.Module):
       shapes['spatial_fc2'] = (self.spatial_hidden, height * width)
     if 'c' in self.gate_branches:
       shapes['channel_fc'] = (f, channels)
-    return {name: _Kernel(shape, name=name)() for name, shape in shapes.items()}
+    return {name: Kernel(shape, name=name)() for name, shape in shapes.items()}
 
   def carry_free_input(self, weights, inputs):
     """The part of the transition conv's output that does not depend on
@@ -222,19 +220,13 @@ class RRUCell(nn.Module):
     return s_t, (s_t, moments)
 
 
-class RRU(nn.Module):
+class RRU(RRUOptions):
   """The RRU over a clip: X (B, T, H, W, C) -> S (B, T, H, W, C).
 
-  Attributes are ``RRUCell``'s, plus ``bn_momentum`` / ``bn_epsilon`` of the
-  transition layer's time-shared BatchNorm.
+  Attributes: ``RRUOptions``'s, and ``bn_momentum`` of the transition layer's
+  time-shared BatchNorm.
   """
-  transition_features: int = 256
-  spatial_hidden: int = 128
-  gate_branches: str = 'sc'
-  gate_input: str = 'full'
   bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-3
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # (B, T, H, W, C)
@@ -243,13 +235,10 @@ class RRU(nn.Module):
     bn = TimeSharedBatchNorm(self.transition_features, momentum=self.bn_momentum,
                              name='transition_bn')
     norm = bn()
-    cell_args = dict(transition_features=self.transition_features,
-                     spatial_hidden=self.spatial_hidden, gate_branches=self.gate_branches,
-                     gate_input=self.gate_input, train=train, bn_epsilon=self.bn_epsilon,
-                     dtype=self.dtype)
     x_tm = jnp.moveaxis(x, 1, 0)  # (T, B, H, W, C), time-major for the scan
     s_0 = x_tm[0]  # S_0 = X_0
-    cell = RRUCell(**cell_args, name='cell')
+    cell = RRUCell(self.transition_features, self.spatial_hidden, self.gate_branches,
+                   self.gate_input, self.bn_epsilon, self.dtype, train=train, name='cell')
     weights = cell.weights(*x.shape[2:])  # one set for every step (any T, also T = 1)
     if x_tm.shape[0] == 1:
       return x

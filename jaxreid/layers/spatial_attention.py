@@ -18,6 +18,8 @@ softmax nearly one-hot; the paper's choice, and the default, is 'sum'.
 import jax
 import jax.numpy as jnp
 
+from jaxreid.layers.choices import check_choice
+
 REDUCTIONS = ('sum', 'mean')
 
 
@@ -27,9 +29,7 @@ def spatial_attention_map(features, reduce: str = 'sum'):
   Computed in float32 whatever the features' dtype (a softmax over values in
   the hundreds or thousands is not something to do in bfloat16).
   """
-  if reduce not in REDUCTIONS:
-    raise ValueError(f'Unknown spatial attention reduce {reduce!r}; '
-                     f'valid choices: {", ".join(REDUCTIONS)}.')
+  check_choice('spatial attention reduce', reduce, REDUCTIONS)
   f = features.astype(jnp.float32)
   scores = jnp.sum(f, axis=-1) if reduce == 'sum' else jnp.mean(f, axis=-1)  # (N, H, W), eq. 1
   n, h, w = scores.shape

@@ -2,11 +2,14 @@
 and the I3D and P3D-A/B/C blocks it is compared with (paper Table 1).
 
 Every block here replaces the 3x3 spatial convolution of a ResNet bottleneck
-(``conv2`` with its ``bn2`` and ReLU; a basic block's first, ``conv1``/``bn1``) and works on *folded* feature maps,
-(B*T, H, W, C) with time inner (clip b, frame t at row b*T + t), the layout the
-per-frame 2D backbone uses. ``time_steps`` (T) says how to unfold them. T is
-never downsampled (the official code halves T with each spatial stride; here a
-stage's clip keeps all its frames, so every block sees the same T).
+(``conv2`` with its ``bn2`` and ReLU; a basic block's first, ``conv1``/``bn1``):
+``spatiotemporal_conv`` is what ``jaxreid/models/m3d.py`` injects as a block's
+``spatial`` unit (``jaxreid/backbones/resnet.py``). It works on *folded*
+feature maps, (B*T, H, W, C) with time inner (``jaxreid/layers/folding.py``),
+the layout the per-frame 2D backbone uses; ``time_steps`` (T) says how to
+unfold them. T is never downsampled (the official code halves T with each
+spatial stride; here a stage's clip keeps all its frames, so every block sees
+the same T).
 
 The spatial convolution keeps the 2D network's names (``conv2``, ``bn2``), so
 ImageNet / 2D weights load unchanged; the temporal parts are new variables
@@ -46,6 +49,9 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxreid.layers import folding
+from jaxreid.layers.choices import check_choice
+
 TEMPORAL_BLOCKS = ('2d', 'm3d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c')
 # Where the P3D blocks put BN + ReLU (see the module docstring).
 P3D_NORMS = ('per_path', 'after_block')
@@ -73,19 +79,6 @@ def identity_center_init(key, shape, dtype=jnp.float32):
   del key
   eye = jnp.eye(shape[-2], shape[-1], dtype=dtype)
   return jnp.zeros(shape, dtype).at[shape[0] // 2, 0, 0].set(eye)
-
-
-def unfold(x, time_steps: int):
-  """(B*T, H, W, C) -> (B, T, H, W, C)."""
-  if x.shape[0] % time_steps:
-    raise ValueError(f'{x.shape[0]} folded frames are not a whole number of clips of '
-                     f'{time_steps} frames.')
-  return x.reshape((x.shape[0] // time_steps, time_steps) + x.shape[1:])
-
-
-def fold(x):
-  """(B, T, H, W, C) -> (B*T, H, W, C)."""
-  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
 def shift_time(x, offset: int):
@@ -122,7 +115,7 @@ class TemporalConv(nn.Module):
   def __call__(self, x):
     folded = self.time_steps is not None
     if folded:
-      x = unfold(x, self.time_steps)  # (B, T, H, W, C)
+      x = folding.unfold_time(x, self.time_steps)  # (B, T, H, W, C)
     if self.strides > 1:
       x = x[:, :, ::self.strides, ::self.strides]
     kernel = self.param('kernel', self.kernel_init,
@@ -133,45 +126,45 @@ class TemporalConv(nn.Module):
     for a in (-1, 0, 1):  # y_t = sum_a x_{t + a*i} W_a
       y = y + jnp.einsum('bthwc,cd->bthwd', shift_time(x, a * self.dilation),
                          kernel[a + 1, 0, 0])
-    return fold(y) if folded else y
+    return folding.fold_time(y) if folded else y
 
 
-def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: ModuleDef,
-                        time_steps: int, strides: int = 1, num_kernels: Optional[int] = None,
-                        clip_len: int = 8, branch_norm: bool = False, p3d_norm: str = 'per_path',
-                        dtype: Any = jnp.float32, conv_name: str = 'conv2',
-                        norm_name: str = 'bn2'):
-  """The 3x3 convolution of a bottleneck (conv2 + bn2 + ReLU) as block `kind`.
+def spatiotemporal_conv(x, *, kind: str, features: int, strides: int, conv: ModuleDef,
+                        norm: ModuleDef, conv_name: str, norm_name: str, time_steps: int,
+                        num_kernels: int = 0, branch_norm: bool = False,
+                        p3d_norm: str = 'per_path', dtype: Any = jnp.float32):
+  """A block's 3x3 convolution (+ BN + ReLU) as block `kind`.
 
-  Call it inside a ``nn.compact`` method: its modules (``conv2``, ``bn2``,
-  ``temporal_conv*``, ``temporal_bn*``) belong to the calling block, so the
-  spatial ones keep the 2D network's names and its weights load unchanged.
+  With `kind` and the keywords after `norm_name` bound (``functools.partial``),
+  it is a ResNet block's ``spatial`` unit (``jaxreid/backbones/resnet.py``),
+  which the block calls inside its ``nn.compact`` method: the modules made
+  here (``conv2``, ``bn2``, ``temporal_conv*``, ``temporal_bn*``) belong to the
+  block, so the spatial ones keep the 2D network's names and its weights load
+  unchanged.
 
   Args:
     x: (B*T, H, W, C_in) folded frames.
     kind: one of ``TEMPORAL_BLOCKS``.
     features: output channels of the spatial convolution.
-    conv, norm: the backbone's conv and BatchNorm constructors.
-    time_steps: T of the folded input.
     strides: spatial stride of the 3x3 convolution.
-    num_kernels: n of the M3D layer (dilations 1..n); None for eq. 6's
-      floor((clip_len - 1) / 2).
-    clip_len: training T that fixes n (parameters must not depend on the T
-      seen at eval time).
+    conv, norm: the backbone's conv and BatchNorm constructors.
+    conv_name, norm_name: names of the spatial conv and its BatchNorm (a
+      bottleneck's ``conv2`` / ``bn2``; a basic block's ``conv1`` / ``bn1``).
+    time_steps: T of the folded input.
+    num_kernels: n of the M3D layer (dilations 1..n), fixed by the training T
+      (``jaxreid/models/m3d.py`` resolves it), so parameters do not depend on
+      the T seen at eval time.
     branch_norm: the official code's M3D branch, T_i -> BN -> ReLU (default:
       the paper's eq. 4-5, plain T_i).
     p3d_norm: where the P3D blocks put BN + ReLU: 'per_path' (the M3D authors'
       baselines: after the spatial conv and, with ``temporal_bn``, after the
       temporal one) or 'after_block' (AP3D: ``bn2`` + ReLU after the sum / the
       serial pair only).
-    conv_name, norm_name: names of the spatial conv and its BatchNorm (a basic
-      block's first 3x3 is ``conv1`` / ``bn1``).
   Returns:
     (B*T, H/strides, W/strides, features).
   """
-  if kind not in TEMPORAL_BLOCKS:
-    raise ValueError(f'Unknown temporal block {kind!r}; valid choices: '
-                     f'{", ".join(TEMPORAL_BLOCKS)}.')
+  check_choice('temporal block', kind, TEMPORAL_BLOCKS)
+  check_choice('p3d_norm', p3d_norm, P3D_NORMS)
 
   def spatial(inputs):
     return conv(features, (3, 3), (strides,) * 2, padding=((1, 1), (1, 1)), name=conv_name)(inputs)
@@ -180,16 +173,13 @@ def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: M
     return TemporalConv(features, dilation=dilation, time_steps=time_steps, strides=stride,
                         kernel_init=init, dtype=dtype, name=name)
 
-  if p3d_norm not in P3D_NORMS:
-    raise ValueError(f'Unknown p3d_norm {p3d_norm!r}; valid choices: {", ".join(P3D_NORMS)}.')
-
   def bn_relu(inputs, name):
     return nn.relu(norm(name=name)(inputs))
 
   if kind == 'i3d':
     y = conv(features, (3, 3, 3), (1, strides, strides), padding=((1, 1), (1, 1), (1, 1)),
-             kernel_init=center_init(), name=conv_name)(unfold(x, time_steps))
-    return bn_relu(fold(y), norm_name)
+             kernel_init=center_init(), name=conv_name)(folding.unfold_time(x, time_steps))
+    return bn_relu(folding.fold_time(y), norm_name)
   if kind.startswith('p3d') and p3d_norm == 'after_block':
     # AP3D: the block replaces conv2 only; bn2 + ReLU follow it whole.
     s = spatial(x)  # (B*T, H/s, W/s, features), no BN yet
@@ -212,9 +202,8 @@ def spatiotemporal_conv(x, kind: str, *, features: int, conv: ModuleDef, norm: M
     return bn_relu(temporal('temporal_conv', init=identity_center_init)(s), 'temporal_bn')
   if kind == 'p3d_c':  # residual
     return s + bn_relu(temporal('temporal_conv')(s), 'temporal_bn')
-  n = num_kernels if num_kernels is not None else default_num_kernels(clip_len)
   y = s
-  for i in range(1, n + 1):  # m3d, eq. 4
+  for i in range(1, num_kernels + 1):  # m3d, eq. 4
     t = temporal(f'temporal_conv{i}', dilation=i)(s)
     if branch_norm:
       t = nn.relu(norm(name=f'temporal_bn{i}')(t))

@@ -32,6 +32,7 @@ body-part models of section 2.7 (their fusion, eq. 10, is
 experiments/crf_fusion.py).
 """
 
+import dataclasses
 import functools
 from typing import Any, Optional, Sequence
 
@@ -40,6 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxreid.layers import folding
+from jaxreid.layers.choices import check_choice
+from jaxreid.layers.kernel import Kernel
 from jaxreid.models import common
 
 COLORS = ('rgb', 'yuv')
@@ -62,8 +66,7 @@ _EPS = 1e-6
 
 
 def _check(name: str, value, choices):
-  if value not in choices:
-    raise ValueError(f'Unknown CRF {name} {value!r}; valid choices: {", ".join(choices)}.')
+  check_choice(f'CRF {name}', value, choices)
 
 
 def rgb_to_yuv(rgb):
@@ -103,9 +106,16 @@ def normalize_per_frame(x, mode: str):
   return x - jnp.mean(x, axis=(1, 2, 3), keepdims=True)
 
 
-class FrameCNN(nn.Module):
-  """C(s_t) of eq. 1: three (zero pad, conv, max-pool 2x2, activation) blocks,
-  flatten, dropout, FC to `feature_dim` (f_t)."""
+class CNNOptions(nn.Module):
+  """The settings of the frame CNN, which ``CRF`` takes and hands on.
+
+  Attributes:
+    filters, kernel_size, conv_padding: the CNN (16/32/32, 5x5, zero pad 4).
+    activation: 'relu' (paper, CNN and eq. 4) or 'tanh' (code).
+    feature_dim: N = 128.
+    dropout: before the FC layer (code: 0.6).
+    dtype: computation dtype; parameters and features stay float32.
+  """
   filters: Sequence[int] = (16, 32, 32)
   kernel_size: int = 5
   conv_padding: int = 4
@@ -113,6 +123,11 @@ class FrameCNN(nn.Module):
   feature_dim: int = 128
   dropout: float = 0.6
   dtype: Any = jnp.float32
+
+
+class FrameCNN(CNNOptions):
+  """C(s_t) of eq. 1: three (zero pad, conv, max-pool 2x2, activation) blocks,
+  flatten, dropout, FC to `feature_dim` (f_t)."""
 
   @nn.compact
   def __call__(self, x, train: bool = False):  # (N, H, W, C)
@@ -153,7 +168,7 @@ class RecurrentCell(nn.Module):
     """The cell's parameters as arrays (created on first use), under the names
     and initializer of the bias-free nn.Dense layers they stand for: 'W_s'
     (D, D) and, with `input_projection`, 'W_i' (D_in, D)."""
-    kernel = lambda shape, name: _Kernel(shape, name=name)()
+    kernel = lambda shape, name: Kernel(shape, name=name)()
     out = {'W_s': kernel((self.feature_dim, self.feature_dim), 'W_s')}
     if self.input_projection:
       out['W_i'] = kernel((in_features, self.feature_dim), 'W_i')
@@ -213,16 +228,6 @@ class RecurrentLayer(nn.Module):
     return jnp.moveaxis(o, 0, 1)  # (B, T, D)
 
 
-class _Kernel(nn.Module):
-  """A bias-free nn.Dense's parameter alone: 'kernel' of `shape` with its
-  lecun-normal initializer, returned as an array."""
-  shape: Sequence[int]
-
-  @nn.compact
-  def __call__(self):
-    return self.param('kernel', nn.initializers.lecun_normal(), tuple(self.shape), jnp.float32)
-
-
 def _dropout(x, rate: float, key):
   """nn.Dropout's training map: zero with probability `rate`, else x / (1 - rate)."""
   if rate >= 1.0:
@@ -232,10 +237,10 @@ def _dropout(x, rate: float, key):
   return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
-class CRF(nn.Module):
+class CRF(CNNOptions):
   """CNN + RNN fusion network ([CRF] Fig. 2; docs/references.md).
 
-  Attributes:
+  Attributes: those of ``CNNOptions`` (the CNN), and:
     num_classes: training identities (the softmax of eq. 8); 0 for none.
     color: 'yuv' (McLaughlin's input) or 'rgb'.
     use_flow: append the two optical-flow channels (the model then needs
@@ -246,34 +251,25 @@ class CRF(nn.Module):
     feature: which pooled feature is the retrieval embedding: '' (the one
       `branches` trains), or 'cnn' / 'rnn' / 'cnn_rnn' to read another one
       out of a 'cnn_rnn' model.
-    filters, kernel_size, conv_padding: the CNN (16/32/32, 5x5, zero pad 4).
-    activation: 'relu' (paper, CNN and eq. 4) or 'tanh' (code).
-    feature_dim: N = 128.
-    dropout: before the FC layer (code: 0.6).
     recurrent_dropout: on r_{t-1} before W_s (code: 0.6).
     input_projection: eq. 3's W_i (True) or the code's identity (False).
     branch_classifiers: also a softmax classifier on x_C and on x_R, returned
       as ``aux_logits`` (for the 'aux_ce' term; not in the paper, whose eq. 9
       has one softmax per sequence of the pair, on x_F).
-    dtype: computation dtype; parameters and features stay float32.
   """
-  num_classes: int
+  num_classes: int = dataclasses.field(kw_only=True)
   color: str = 'yuv'
   use_flow: bool = True
   normalization: str = 'frame'
   region: str = 'full'
   branches: str = 'cnn_rnn'
   feature: str = ''
-  filters: Sequence[int] = (16, 32, 32)
-  kernel_size: int = 5
-  conv_padding: int = 4
-  activation: str = 'relu'
-  feature_dim: int = 128
-  dropout: float = 0.6
   recurrent_dropout: float = 0.6
   input_projection: bool = True
   branch_classifiers: bool = False
-  dtype: Any = jnp.float32
+
+  # No pretrained backbone: a weights file is refused, naming the model's modules.
+  load = common.load_backbone
 
   def _inputs(self, frames, flow):
     """uint8 frames (B, T, H, W, 3) [+ flow (B, T, H, W, 2)] -> normalized
@@ -291,7 +287,7 @@ class CRF(nn.Module):
         flow = flow * MCLAUGHLIN_FLOW_SCALE
       x = jnp.concatenate([x, flow], axis=-1)  # (B, T, H, W, 5)
     x = crop_region(x, self.region)
-    return normalize_per_frame(common.fold_time(x), self.normalization)
+    return normalize_per_frame(folding.fold_time(x), self.normalization)
 
   @nn.compact
   def __call__(self, frames, flow: Optional[Any] = None, train: bool = False):
@@ -304,11 +300,10 @@ class CRF(nn.Module):
     if self.feature and self.feature != self.branches and self.branches != 'cnn_rnn':
       raise ValueError(f'CRF feature={self.feature!r} needs branches=cnn_rnn (a '
                        f'branches={self.branches!r} model has only that branch).')
-    batch_size = frames.shape[0]
+    batch_size, time_steps = frames.shape[:2]
     x = self._inputs(frames, flow).astype(self.dtype)  # (B*T, H, W, C)
-    f = FrameCNN(self.filters, self.kernel_size, self.conv_padding, self.activation,
-                 self.feature_dim, self.dropout, self.dtype, name='cnn')(x, train)
-    f = common.unfold_time(f.astype(jnp.float32), batch_size)  # (B, T, D): f_t, eq. 1
+    f = FrameCNN(**common.fields_of(self, CNNOptions), name='cnn')(x, train)
+    f = folding.unfold_time(f.astype(jnp.float32), time_steps)  # (B, T, D): f_t, eq. 1
     pooled = {}
     if self.branches in ('cnn', 'cnn_rnn'):
       pooled['cnn'] = jnp.mean(f, axis=1)  # (B, D): x_C, eq. 2
@@ -327,4 +322,4 @@ class CRF(nn.Module):
       if self.branch_classifiers and self.branches == 'cnn_rnn':
         outputs['aux_logits'] = [classifier(name='classifier_cnn')(pooled['cnn']),
                                  classifier(name='classifier_rnn')(pooled['rnn'])]
-    return outputs
+    return common.check_outputs(outputs, batch_size, self.num_classes)

@@ -31,14 +31,14 @@ activation after 'cut' or the temporal convolution. There is no public code
 (docs/references.md).
 """
 
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreid.backbones import resnet
-from jaxreid.layers import convlstm
+from jaxreid.layers import convlstm, folding
+from jaxreid.layers.choices import check_choice
 from jaxreid.models import common
 
 RECURRENCES = ('none', 'lstm', 'clstm')
@@ -67,15 +67,12 @@ def to_grid(x, grid: Sequence[int], upsampling: str = 'nearest'):
                           antialias=True).astype(x.dtype)
 
 
-class MSTN(nn.Module):
+class MSTN(common.BackboneModel):
   """Multi-scale ResNet features + two residual CLSTM blocks + temporal conv.
 
-  Attributes:
-    num_classes: training identities (width of both fc layers); 0 for none.
-    backbone: a name in ``resnet.BACKBONES`` (the paper: 'resnet50').
-    backbone_width: channels of the backbone's stem (None or 0: the published 64).
-    last_stride: 2 (the paper: C5 is upsampled to C4's grid) or 1 (C5 is
-      already on it).
+  Attributes: those of ``common.BackboneModel`` (the paper: 'resnet50'; its
+  ``num_classes`` is the width of both fc layers; ``last_stride`` 2, so C5 is
+  upsampled to C4's grid, or 1: C5 is already on it), and:
     scale_features: output channels of the 1x1 convolution on each of
       C2..C5; f1 has 4x as many.
     cut_features: channels after 'cut' (the paper: 512).
@@ -90,12 +87,8 @@ class MSTN(nn.Module):
     upsampling: 'nearest' or 'bilinear' for C5.
     bnneck: a BatchNorm between the final feature and the classifier (the
       strong baseline's BNNeck; not in the paper).
-    dtype: computation dtype; parameters, BN statistics and the recurrent
-      state stay float32.
+  The recurrent state stays float32 whatever ``dtype``.
   """
-  num_classes: int
-  backbone: str = 'resnet50'
-  backbone_width: Optional[int] = None
   last_stride: int = 2
   scale_features: int = 256
   cut_features: int = 512
@@ -108,26 +101,16 @@ class MSTN(nn.Module):
   temporal_kernel: int = 3
   upsampling: str = 'nearest'
   bnneck: bool = False
-  dtype: Any = jnp.float32
-
-  def _check(self):
-    if self.recurrence not in RECURRENCES:
-      raise ValueError(f'Unknown MSTN recurrence {self.recurrence!r}; valid choices: '
-                       f'{", ".join(RECURRENCES)}.')
-    if self.upsampling not in UPSAMPLINGS:
-      raise ValueError(f'Unknown MSTN upsampling {self.upsampling!r}; valid choices: '
-                       f'{", ".join(UPSAMPLINGS)}.')
-    if self.recurrence != 'none' and self.lstm_features <= 0:
-      raise ValueError(f'lstm_features must be positive; got {self.lstm_features}.')
 
   @nn.compact
   def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
-    self._check()
-    batch_size = frames.shape[0]
-    x = common.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
-    width = {'width': self.backbone_width} if self.backbone_width else {}
-    stages = resnet.get_backbone(self.backbone, last_stride=self.last_stride, dtype=self.dtype,
-                                 name='backbone', **width)(x, train=train)  # C2..C5
+    check_choice('MSTN recurrence', self.recurrence, RECURRENCES)
+    check_choice('MSTN upsampling', self.upsampling, UPSAMPLINGS)
+    if self.recurrence != 'none' and self.lstm_features <= 0:
+      raise ValueError(f'lstm_features must be positive; got {self.lstm_features}.')
+    batch_size, time_steps = frames.shape[:2]
+    x = folding.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
+    stages = self.resnet()(x, train=train)  # C2..C5
     # --- Multi-scale feature extractor (section 3.1) ---------------------------
     grid = stages['C4'].shape[1:3]  # (h, w): 16 x 8 at 256 x 128
     scales = []
@@ -137,8 +120,8 @@ class MSTN(nn.Module):
       scales.append(to_grid(y, grid, self.upsampling))  # (B*T, h, w, S)
     f1 = jnp.concatenate(scales, axis=-1)  # (B*T, h, w, 4S)
     # Adaptive average pooling over space, then the clip's mean over time.
-    f1_pooled = common.unfold_time(jnp.mean(f1.astype(jnp.float32), axis=(1, 2)),
-                                   batch_size).mean(axis=1)  # (B, 4S)
+    f1_pooled = folding.unfold_time(jnp.mean(f1.astype(jnp.float32), axis=(1, 2)),
+                                    time_steps).mean(axis=1)  # (B, 4S)
     outputs = {'f1_features': f1_pooled}
     if self.num_classes:  # Loss_c's fc layer (eq. 2)
       outputs['aux_logits'] = [nn.Dense(self.num_classes, name='f1_classifier')(f1_pooled)]
@@ -148,7 +131,7 @@ class MSTN(nn.Module):
       final = f1_pooled
     else:
       cut = nn.Conv(self.cut_features, (1, 1), dtype=self.dtype, name='cut')(f1)  # (B*T, h, w, 512)
-      cut = common.unfold_time(cut, batch_size)  # (B, T, h, w, 512)
+      cut = folding.unfold_time(cut, time_steps)  # (B, T, h, w, 512)
       if self.recurrence == 'clstm':
         block = lambda name: convlstm.ConvLSTM(
             self.lstm_features, kernel_size=(self.clstm_kernel,) * 2, peephole=self.peephole,
@@ -170,11 +153,9 @@ class MSTN(nn.Module):
       temporal = jnp.mean(temporal, axis=1)  # (B, F)
       outputs['temporal_features'] = temporal
       final = jnp.concatenate([temporal, f1_pooled], axis=-1)  # (B, F + 4S)
-    outputs['triplet_features'] = final  # Loss_t: the features before the fc layer
-    if self.bnneck:
-      final = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           use_bias=False, name='bnneck')(final)
-    outputs['embedding'] = final
-    if self.num_classes:  # Loss_l: label-smoothed CE on the fc layer (eq. 4)
-      outputs['logits'] = nn.Dense(self.num_classes, name='classifier')(final)
-    return outputs
+    # Loss_t sees the final feature, Loss_l (label-smoothed CE, eq. 4) the fc
+    # layer on it (nn.Dense's own initialization and bias).
+    outputs.update(common.bnneck_head(final, self.num_classes, train, bnneck=self.bnneck,
+                                      classifier_bias=True,
+                                      classifier_init=nn.linear.default_kernel_init))
+    return common.check_outputs(outputs, batch_size, self.num_classes)

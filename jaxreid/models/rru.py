@@ -29,15 +29,17 @@ The appearance difference is X_t - S_{t-1} (the code: S_{t-1} - X_t, the same
 function with the transition kernel's first half negated).
 """
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxreid.backbones import inception_v3
 from jaxreid.backbones import resnet
+from jaxreid.layers import folding
 from jaxreid.layers import rru as rru_lib
 from jaxreid.layers import stim as stim_lib
+from jaxreid.layers.choices import check_choice
 from jaxreid.models import common
 
 # rru option -> (gate_branches, gate_input) of the RRU; 'none' skips it.
@@ -78,15 +80,14 @@ class ClassifierBlock(nn.Module):
                     kernel_init=nn.initializers.normal(0.001), name='fc2')(h)  # (B, N)
 
 
-class RRUNet(nn.Module):
+class RRUNet(common.BackboneModel):
   """Backbone + RRU + STIM + classifier block (+ Inception auxiliary classifier).
 
-  Attributes:
-    num_classes: training identities; 0 for no classifiers.
-    backbone: 'inception_v3' (the paper; frames of at least 75 x 75, 299 x
-      299 in the paper) or a name in ``resnet.BACKBONES`` (small configs).
-    backbone_width: ResNet stem width (None or 0: the published 64).
-    last_stride: ResNet last-stage stride.
+  Attributes: those of ``common.BackboneModel`` (``num_classes`` 0: no
+  classifiers), with ``backbone`` 'inception_v3' (the paper; frames of at
+  least 75 x 75, 299 x 299 in the paper) or a name in ``resnet.BACKBONES``
+  (small configs; ``backbone_width`` and ``last_stride`` apply to ResNets
+  only), and:
     rru: a key of ``RRU_VARIANTS``.
     temporal: 'stim' (the paper), 'lstm' or 'mean' (Table 1's alternatives).
     transition_features: RRU transition layer channels (256).
@@ -100,12 +101,8 @@ class RRUNet(nn.Module):
       are large enough (ignored for ResNets).
     inception_transform_input: feed Inception-v3 the (x - 0.5) / 0.5 scale
       of Google's weights (the official code's normalization).
-    dtype: computation dtype; parameters and BN statistics stay float32.
   """
-  num_classes: int
   backbone: str = INCEPTION
-  backbone_width: Optional[int] = None
-  last_stride: int = 1
   rru: str = 'full'
   temporal: str = 'stim'
   transition_features: int = 256
@@ -117,18 +114,11 @@ class RRUNet(nn.Module):
   classifier_leaky_slope: float = 0.0
   aux_classifier: bool = True
   inception_transform_input: bool = True
-  dtype: Any = jnp.float32
 
   def _check(self):
-    if self.rru not in RRU_VARIANTS:
-      raise ValueError(f'Unknown rru variant {self.rru!r}; valid choices: '
-                       f'{", ".join(RRU_VARIANTS)}.')
-    if self.temporal not in TEMPORAL_HEADS:
-      raise ValueError(f'Unknown temporal head {self.temporal!r}; valid choices: '
-                       f'{", ".join(TEMPORAL_HEADS)}.')
-    if self.backbone != INCEPTION and self.backbone not in resnet.BACKBONES:
-      raise ValueError(f'Unknown backbone {self.backbone!r}; valid choices: {INCEPTION}, '
-                       f'{", ".join(sorted(resnet.BACKBONES))}.')
+    check_choice('rru variant', self.rru, RRU_VARIANTS)
+    check_choice('temporal head', self.temporal, TEMPORAL_HEADS)
+    check_choice('backbone', self.backbone, (INCEPTION,) + tuple(sorted(resnet.BACKBONES)))
 
   def uses_aux_classifier(self, height: int, width: int) -> bool:
     """Inception-v3's auxiliary classifier is built (needs 17 x 17 Mixed_6e maps)."""
@@ -139,23 +129,19 @@ class RRUNet(nn.Module):
 
   def _features(self, frames, train: bool):
     """Frames (B, T, H, W, 3) uint8 -> X (B, T, h, w, C) and the aux logits (or None)."""
-    batch_size = frames.shape[0]
-    x = common.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
-    if self.backbone == INCEPTION:
-      use_aux = self.uses_aux_classifier(frames.shape[2], frames.shape[3])
-      net = inception_v3.InceptionV3(aux_classes=self.num_classes if use_aux else 0,
-                                     transform_input=self.inception_transform_input,
-                                     dtype=self.dtype, name='backbone')
-      # The official code averages Mixed_6e over each clip's frames before the aux head.
-      clip_mean = lambda m: common.unfold_time(m, batch_size).mean(axis=1)  # (B, 17, 17, 768)
-      out = net(x, train=train, aux_transform=clip_mean)
-      maps, aux = out['Mixed_7c'], out.get('aux_logits')
-    else:
-      width = {'width': self.backbone_width} if self.backbone_width else {}
-      maps = resnet.get_backbone(self.backbone, last_stride=self.last_stride, dtype=self.dtype,
-                                 name='backbone', **width)(x, train=train)['C5']
-      aux = None
-    return common.unfold_time(maps, batch_size), aux  # (B, T, h, w, C)
+    time_steps = frames.shape[1]
+    x = folding.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
+    if self.backbone != INCEPTION:
+      return folding.unfold_time(self.resnet()(x, train=train)['C5'], time_steps), None
+    use_aux = self.uses_aux_classifier(frames.shape[2], frames.shape[3])
+    net = inception_v3.InceptionV3(aux_classes=self.num_classes if use_aux else 0,
+                                   transform_input=self.inception_transform_input,
+                                   dtype=self.dtype, name=common.BACKBONE)
+    # The official code averages Mixed_6e over each clip's frames before the aux head.
+    clip_mean = lambda m: folding.unfold_time(m, time_steps).mean(axis=1)  # (B, 17, 17, 768)
+    out = net(x, train=train, aux_transform=clip_mean)
+    maps = folding.unfold_time(out['Mixed_7c'], time_steps)  # (B, T, h, w, C)
+    return maps, out.get('aux_logits')
 
   @nn.compact
   def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
@@ -184,4 +170,4 @@ class RRUNet(nn.Module):
           dtype=self.dtype, name='classifier')(f, train).astype(jnp.float32)
     if aux is not None:
       outputs['aux_logits'] = [aux.astype(jnp.float32)]
-    return outputs
+    return common.check_outputs(outputs, frames.shape[0], self.num_classes)

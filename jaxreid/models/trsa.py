@@ -20,26 +20,21 @@ the Baseline (GAP + temporal average pooling), the loss weights add L_v,
 Reg and L_f (experiments/configs/trsa_*.py).
 """
 
-from typing import Any, Optional
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxreid.backbones import resnet
-from jaxreid.layers import spatial_attention
+from jaxreid.layers import folding, spatial_attention
+from jaxreid.layers.choices import check_choice
 from jaxreid.models import common
 
 SPATIAL_POOLS = ('mean', 'sum')
 
 
-class TRSA(nn.Module):
+class TRSA(common.BackboneModel):
   """ResNet + parameter-free spatial attention + GAP + TAP + classifier.
 
-  Attributes:
-    num_classes: training identities (classifier width); 0 for no classifier.
-    backbone: a name in ``resnet.BACKBONES``.
-    backbone_width: channels of the backbone's stem (None: the published 64).
-    last_stride: 1 (the paper) or 2 for the backbone's last stage.
+  Attributes: those of ``common.BackboneModel`` (``last_stride`` 1 in the
+  paper), and:
     attention: apply the spatial attention module (SAM); False is Table 1's
       Baseline.
     attention_reduce: 'sum' (eq. 1: softmax of the channel sum) or 'mean'
@@ -51,50 +46,31 @@ class TRSA(nn.Module):
       plain GAP.
     bnneck: add a BNNeck between v and the classifier (not in the paper).
     classifier_bias: the FC layer of eq. 7 has a bias (PyTorch's nn.Linear).
-    dtype: computation dtype; parameters, BN statistics and the attention
-      softmax stay float32.
+  The attention softmax is float32 whatever ``dtype``.
   """
-  num_classes: int
-  backbone: str = 'resnet50'
-  backbone_width: Optional[int] = None
-  last_stride: int = 1
   attention: bool = True
   attention_reduce: str = 'sum'
   spatial_pool: str = 'mean'
   bnneck: bool = False
   classifier_bias: bool = True
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
-    if self.spatial_pool not in SPATIAL_POOLS:
-      raise ValueError(f'Unknown spatial_pool {self.spatial_pool!r}; '
-                       f'valid choices: {", ".join(SPATIAL_POOLS)}.')
-    batch_size = frames.shape[0]
-    x = common.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
-    width = {'width': self.backbone_width} if self.backbone_width else {}
-    c5 = resnet.get_backbone(self.backbone, last_stride=self.last_stride, dtype=self.dtype,
-                             name='backbone', **width)(x, train=train)['C5']  # (B*T, h, w, C)
+    check_choice('spatial_pool', self.spatial_pool, SPATIAL_POOLS)
+    batch_size, time_steps = frames.shape[:2]
+    x = folding.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
+    c5 = self.resnet()(x, train=train)['C5']  # (B*T, h, w, C)
     c5 = c5.astype(jnp.float32)
-    outputs = {}
+    attention = {}
     if self.attention:
       c5, alpha = spatial_attention.parameter_free_spatial_attention(
           c5, self.attention_reduce)  # (B*T, h, w, C), (B*T, h, w)
-      outputs['attention'] = common.unfold_time(alpha, batch_size)  # (B, T, h, w)
+      attention['attention'] = folding.unfold_time(alpha, time_steps)  # (B, T, h, w)
     if self.attention and self.spatial_pool == 'sum':
       frame_features = jnp.sum(c5, axis=(1, 2))  # (B*T, C)
     else:
       frame_features = jnp.mean(c5, axis=(1, 2))  # (B*T, C), GAP
-    features = common.unfold_time(frame_features, batch_size).mean(axis=1)  # (B, C), TAP
-    outputs['triplet_features'] = features
-    if self.bnneck:
-      embedding = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                               epsilon=1e-5, use_bias=False, name='bnneck')(features)
-    else:
-      embedding = features
-    outputs['embedding'] = embedding
-    if self.num_classes:
-      outputs['logits'] = nn.Dense(
-          self.num_classes, use_bias=self.classifier_bias,
-          kernel_init=nn.initializers.normal(0.001), name='classifier')(embedding)
-    return outputs
+    features = folding.unfold_time(frame_features, time_steps).mean(axis=1)  # (B, C), TAP
+    outputs = common.bnneck_head(features, self.num_classes, train, bnneck=self.bnneck,
+                                 classifier_bias=self.classifier_bias)
+    return common.check_outputs({**attention, **outputs}, batch_size, self.num_classes)

@@ -21,7 +21,6 @@ import gc
 import logging as std_logging
 import os
 import re
-import signal
 import sys
 import time
 from typing import Any, Mapping, Optional
@@ -33,15 +32,11 @@ from etils import epath
 
 from jaxreid.training import workdir_lock
 
-# Test hook (tests/test_resume.py): SIGKILL this process right after the save
-# of this step has started, while Orbax is still writing its temporary folder.
-_KILL_DURING_SAVE_ENV = 'JAXREID_TEST_KILL_DURING_SAVE'
-
-
 # The meta keys the network's shapes follow: all that inference needs to match
 # (with the parameter shapes themselves, checked against the saved tree).
 INFERENCE_KEYS = ('model_name', 'model', 'num_classes')
 DAMAGED_DIR = 'damaged'
+BEST_DIR = 'checkpoints_best'  # the best checkpoint by config.best_checkpoint_metric
 
 
 class CheckpointMismatchError(ValueError):
@@ -55,24 +50,39 @@ class CheckpointDamagedError(ValueError):
 class Checkpointer:
   """A thin, documented wrapper around ``ocp.CheckpointManager``."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, for_training: bool = True):
+  def __init__(self, workdir: str, max_to_keep: int = 3, for_training: bool = True,
+               best_metric: str = '', best_mode: str = 'max', subdir: str = ''):
     """With `for_training`, the temporary folders of saves that a killed run
     left unfinished are deleted (they are never loaded either way); readers
-    (evaluation beside a running training) leave them alone."""
+    (evaluation beside a running training) leave them alone.
+
+    With `best_metric` (e.g. 'mAP'), this is the workdir's best checkpoint
+    instead, in ``WORKDIR/checkpoints_best``: Orbax's own best-checkpoint
+    options keep the `max_to_keep` saves with the highest (`best_mode`
+    'max') or lowest value of the metric passed to `save`. `subdir` reads
+    another folder of the workdir (``BEST_DIR`` for the best checkpoint).
+    """
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self.directory = os.path.join(self.workdir,
+                                  subdir or (BEST_DIR if best_metric else 'checkpoints'))
     self.for_training = for_training
+    best = (dict(best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode,
+                 keep_checkpoints_without_metrics=False) if best_metric else {})
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             cleanup_tmp_directories=for_training),
+                                             cleanup_tmp_directories=for_training, **best),
         item_names=('state', 'meta'))
     self.restored_meta = None  # the record of the checkpoint `restore` loaded
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, meta: Mapping[str, Any]):
+  def all_steps(self) -> list:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, meta: Mapping[str, Any],
+           metrics: Optional[Mapping[str, float]] = None):
     """Saves asynchronously; Orbax writes to a temporary folder and renames it
     when complete, so a half-written checkpoint is never picked up.
 
@@ -82,11 +92,8 @@ class Checkpointer:
     """
     logging.info('Saving checkpoint of step %d.', step)
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=True)
-    if os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
-      logging.warning('%s=%d: killing this process during the save.', _KILL_DURING_SAVE_ENV,
-                      step)
-      os.kill(os.getpid(), signal.SIGKILL)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=True,
+        metrics=dict(metrics) if metrics else None)
 
   def restore(self, abstract_state, expected_meta: Mapping[str, Any],
               step: Optional[int] = None, for_inference: bool = False):

@@ -81,7 +81,7 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   != 1 the backbone's parameters follow `pretrained_lr_mult` times it.
   """
   schedule = make_schedule(config)
-  mult = float(config.get('pretrained_lr_mult', 1.0))
+  mult = float(config.pretrained_lr_mult)
   if mult < 0:
     raise ValueError(f'config.pretrained_lr_mult must be >= 0, got {mult}.')
   if mult == 1.0:

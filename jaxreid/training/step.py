@@ -1,4 +1,4 @@
-"""The jitted, donated train step (big_vision style) and the eval forward."""
+"""The jitted, donated train step (big_vision style)."""
 
 import functools
 from typing import Callable, Mapping
@@ -7,45 +7,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreid import losses
-from jaxreid.training import sharding
-
-
-# Batch keys a model takes (docs/design.md, "Data contract" and "Model
-# contract"): 'frames' positionally,
-# the optional ones as keyword arguments only when the batch has them, so
-# models without optical flow keep the plain ``(frames, train)`` signature.
-MODEL_INPUT_KEYS = ('frames', 'flow')
-
-
-def _variables(params, batch_stats):
-  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
-
-
-def model_inputs(batch: Mapping) -> dict:
-  """The entries of `batch` the model consumes ('frames', and 'flow' if present)."""
-  return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
-
-
-def apply_model(apply_fn, variables, inputs: Mapping, **kwargs):
-  """``apply_fn(variables, frames, [flow=...], **kwargs)`` from an inputs dict."""
-  extra = {k: v for k, v in inputs.items() if k != 'frames'}
-  return apply_fn(variables, inputs['frames'], **extra, **kwargs)
-
-
-def mirror_inputs(inputs: Mapping) -> dict:
-  """Horizontal mirror of a clip: frames flipped along W; optical flow flipped
-  along W with its horizontal component (channel 0) negated."""
-  mirrored = {'frames': inputs['frames'][:, :, :, ::-1]}  # (B, T, H, W, 3)
-  if 'flow' in inputs:
-    flow = inputs['flow'][:, :, :, ::-1]  # (B, T, H, W, 2): (dx, dy)
-    mirrored['flow'] = flow * jnp.array([-1.0, 1.0], flow.dtype)
-  return mirrored
+from jaxreid import losses, sharding
+from jaxreid.inference import apply_model, model_inputs, model_variables
 
 
 def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options: Mapping,
-               schedule: Callable, seed: int, skip_nonfinite: bool = False,
-               debug_nan_at_step: int = -1):
+               schedule: Callable, seed: int, skip_nonfinite: bool = False):
   """One optimizer step on a global PK batch.
 
   Args:
@@ -53,8 +20,8 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
     batch: dict with 'frames' (B, T, H, W, 3) uint8, optionally 'flow'
       (B, T, H, W, 2) float32, and 'pid' (B,) int32 training labels, sharded
       over the data mesh.
-    loss_weights: ``config.losses``.
-    loss_options: ``config.loss_options``.
+    loss_weights: {term: weight}, ``losses.term_weights(config.losses)``.
+    loss_options: {term: options}, ``losses.term_options(config.losses)``.
     schedule: the learning-rate schedule (for logging).
     seed: the run's seed; the step's RNG is ``fold_in(key(seed), step)``, so a
       resumed run draws the same dropout masks.
@@ -62,9 +29,6 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
       keep the parameters, optimizer state and BN statistics of before the
       step (the step counter still advances, so the data order is unchanged).
       Decided on device (``jnp.where``): no host synchronization per step.
-    debug_nan_at_step: test hook; the loss of this step, counted as the logs
-      count (1 = the first step, ``state.step + 1``), is made NaN, and so are
-      its gradients.
   Returns:
     (new state, dict of float32 scalar metrics). 'nonfinite' is 1.0 when this
     step's loss or gradient norm was not finite (0.0 otherwise).
@@ -74,11 +38,10 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
 
   def loss_fn(params):
     outputs, new_model_state = apply_model(
-        state.apply_fn, _variables(params, state.batch_stats), model_inputs(batch), train=True,
-        rngs={'dropout': rng}, mutable=['batch_stats'])
-    total, terms = losses.total_loss(outputs, labels, loss_weights, loss_options)
-    if debug_nan_at_step >= 0:
-      total = total * jnp.where(state.step + 1 == debug_nan_at_step, jnp.nan, 1.0)
+        state.apply_fn, model_variables(params, state.batch_stats), model_inputs(batch),
+        train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
+    total, terms = losses.total_loss(outputs, labels, loss_weights, loss_options,
+                                     model=state.apply_fn)
     return total, (terms, new_model_state, outputs)
 
   (total, (terms, new_model_state, outputs)), grads = jax.value_and_grad(
@@ -104,38 +67,10 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
 def make_train_step(config, schedule, state_sharding, mesh):
   """Compiles `train_step` once: state donated, batch sharded, metrics replicated."""
   step = functools.partial(
-      train_step, loss_weights=dict(config.losses), loss_options=dict(config.loss_options),
+      train_step, loss_weights=losses.term_weights(config.losses),
+      loss_options=losses.term_options(config.losses),
       schedule=schedule, seed=config.seed,
-      skip_nonfinite=config.get('skip_nonfinite_steps', False),
-      debug_nan_at_step=config.get('debug_nan_at_step', -1))
+      skip_nonfinite=config.skip_nonfinite_steps)
   return jax.jit(step, donate_argnums=0,
                  in_shardings=(state_sharding, sharding.data_sharding(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)))
-
-
-def make_embed_fn(mesh, flip: bool = False):
-  """Jitted eval forward: inputs {'frames': (B, T, H, W, 3), ['flow']} ->
-  embeddings (B, D), gathered to every device (and so to every process) for
-  ranking.
-
-  With `flip`, the embedding is the mean of those of the clip and of its
-  horizontal mirror (flip test-time augmentation; `mirror_inputs`).
-
-  Extra batch-sharded arguments (e.g. the rows' 'tracklet' and 'mask') are
-  returned gathered too, ``(emb, *extras)``: with several processes each feeds
-  only its own rows, and every process needs all of them to rank.
-  """
-
-  def embed(state, inputs, *extras):
-    variables = _variables(state.params, state.batch_stats)
-    if not isinstance(inputs, Mapping):  # a bare frames array
-      inputs = {'frames': inputs}
-    emb = apply_model(state.apply_fn, variables, inputs, train=False)['embedding']
-    emb = emb.astype(jnp.float32)
-    if flip:
-      mirrored = apply_model(state.apply_fn, variables, mirror_inputs(inputs),
-                             train=False)['embedding']
-      emb = 0.5 * (emb + mirrored.astype(jnp.float32))
-    return (emb, *extras) if extras else emb
-
-  return jax.jit(embed, out_shardings=sharding.replicated(mesh))

@@ -24,6 +24,9 @@ class _NullWriter:
   def write_hparams(self, hparams: Mapping[str, Any]):
     pass
 
+  def write_images(self, step: int, images: Mapping[str, Any]):
+    pass
+
   def flush(self):
     pass
 
@@ -52,6 +55,24 @@ class EventFileWriter:
   def write_hparams(self, hparams: Mapping[str, Any]):
     del hparams
 
+  def write_images(self, step: int, images: Mapping[str, Any]):
+    """`images`: name -> (N, H, W, 3) uint8; each as a PNG image summary."""
+    import io  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    values = []
+    for tag, batch in images.items():
+      for i, image in enumerate(np.asarray(batch)):
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format='PNG')
+        values.append(self._summary_pb2.Summary.Value(
+            tag=tag if len(batch) == 1 else f'{tag}/{i}',
+            image=self._summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1],
+                                                  colorspace=3,
+                                                  encoded_image_string=png.getvalue())))
+    self._writer.add_event(self._event_pb2.Event(
+        wall_time=time.time(), step=int(step), summary=self._summary_pb2.Summary(value=values)))
+
   def flush(self):
     self._writer.flush()
 
@@ -61,7 +82,8 @@ class EventFileWriter:
 
 def create_writer(workdir: str, enabled: bool = True):
   """A metric writer for `workdir`: ``write_scalars(step, dict)``,
-  ``write_hparams(dict)``, ``flush()``, ``close()``.
+  ``write_images(step, {name: (N, H, W, 3) uint8})``, ``write_hparams(dict)``,
+  ``flush()``, ``close()``.
 
   Args:
     workdir: the run's folder; events go into it (TensorBoard: --logdir there).

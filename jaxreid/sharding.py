@@ -1,4 +1,5 @@
-"""Data-parallel sharding over every device of every process.
+"""Data-parallel sharding over every device of every process, for training
+and evaluation alike.
 
 One mesh axis, ``'data'``: the batch is split along its first axis, the train
 state is replicated, and ``jax.jit`` inserts the gradient all-reduce. This is

@@ -1,5 +1,6 @@
 """What the entry points share: flags, input checks, the data object."""
 
+import contextlib
 import errno
 import os
 import re
@@ -378,8 +379,11 @@ def run_main(argv, run, command: str = 'train'):
   init_multihost()
   config, workdir = run_or_exit(config_and_workdir)
   run_or_exit(lambda: check_config(config, workdir, command))
-  # WORKDIR/log.txt: the absl log of this run
-  with run_record.LogFile(workdir, create=command == 'train'):
+  # WORKDIR/log.txt: the absl log; a training run opens it itself, once it
+  # holds the workdir's lock (a refused second run writes nothing there).
+  log = contextlib.nullcontext() if command == 'train' else run_record.LogFile(workdir,
+                                                                               create=False)
+  with log:
     if config.all_splits:
       run_or_exit(lambda: for_each_split(config, workdir, run), workdir=workdir)
     else:

@@ -46,7 +46,7 @@ def train_and_evaluate(config, workdir: str, data) -> dict:
     preemption.PreemptedError: stopped by SIGTERM after a final save.
   """
   settings.check_settings(config)
-  with workdir_lock.hold(workdir):
+  with workdir_lock.hold(workdir), run_record.LogFile(workdir):  # WORKDIR/log.txt
     return _train_and_evaluate(config, workdir, data)
 
 

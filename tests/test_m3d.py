@@ -155,12 +155,13 @@ def _backbone_stages(model, variables, frames, train):
 
 
 @pytest.mark.parametrize('kind,ral,p3d_norm', [
-    ('m3d', '', 'per_path'), ('i3d', '', 'per_path'), ('p3d_b', '', 'per_path'),
-    ('p3d_c', '', 'per_path'), ('p3d_a', '', 'after_block'), ('p3d_b', '', 'after_block'),
-    ('p3d_c', '', 'after_block'), ('2d', 'sct', 'per_path'), ('m3d', 'sct', 'per_path')])
+    ('m3d', '', 'per_path'), ('i3d', '', 'per_path'), ('p3d_a', '', 'after_block'),
+    ('p3d_b', '', 'after_block'), ('p3d_c', '', 'after_block'), ('2d', 'sct', 'per_path'),
+    ('m3d', 'sct', 'per_path')])
 def test_temporal_blocks_and_ral_leave_the_2d_network_unchanged_at_init(kind, ral, p3d_norm):
-  """Per path, P3D-B/C's temporal path is relu(temporal_bn(0)) = 0 at init;
-  after the block (AP3D), P3D-A's identity T makes bn2(T(S x)) = bn2(S x)."""
+  """After the block (AP3D), P3D-B/C's T = 0 and P3D-A's identity T make
+  bn2(T(S x)) = bn2(S x). (Per path, P3D-B/C start He-initialised, so they are
+  not the 2D network at init; `test_every_temporal_parameter_gets_gradient`.)"""
   frames = jax.random.randint(jax.random.key(1), (2, 4, 32, 16, 3), 0, 256).astype(jnp.uint8)
   base = TINY(temporal='2d')
   base_vars = _random_2d_variables(base, frames)
@@ -236,7 +237,7 @@ def test_two_stream_tiny_forward_and_loss():
 
 def test_torchvision_file_into_m3d_i3d_p3d_c_gives_the_2d_outputs(tmp_path):
   """A torchvision ResNet-50 state dict (.npz) loaded by ``model.load`` into
-  M3D(+RAL, both streams), I3D, P3D-B/C and AP3D's P3D-A gives the 2D
+  M3D(+RAL, both streams), I3D and AP3D's P3D-A/B/C gives the 2D
   ResNet-50's clip features (narrow width for CPU); the file's tensors land
   where torchvision's names say, the temporal variables keep their init."""
   frames = jax.random.randint(jax.random.key(1), (1, 4, 32, 16, 3), 0, 256).astype(jnp.uint8)
@@ -252,8 +253,8 @@ def test_torchvision_file_into_m3d_i3d_p3d_c_gives_the_2d_outputs(tmp_path):
   expected = np.asarray(jax.jit(base.apply)(base_vars, frames)['triplet_features'])
   models = {'m3d_two_stream': m3d.TwoStreamM3D(**kwargs),
             'i3d': m3d.VideoResNet(temporal='i3d', **kwargs),
-            'p3d_c': m3d.VideoResNet(temporal='p3d_c', **kwargs),
-            'p3d_b': m3d.VideoResNet(temporal='p3d_b', **kwargs),  # temporal_bn kept at init
+            'p3d_c': m3d.VideoResNet(temporal='p3d_c', p3d_norm='after_block', **kwargs),
+            'p3d_b': m3d.VideoResNet(temporal='p3d_b', p3d_norm='after_block', **kwargs),
             'p3d_a_after_block': m3d.VideoResNet(temporal='p3d_a', p3d_norm='after_block',
                                                  **kwargs)}
   for name, model in models.items():

@@ -7,6 +7,8 @@ Given clip features x (B, T, H, W, C) (or folded (B*T, H, W, C) with
            conv_2^s (1x1, 1 -> 1)                                         (eq. 9-10)
   channel  C_m (B, 1, 1, 1, C): mean over T, H, W, conv_1^c (C -> C/r), ReLU, BN,
            conv_2^c (C/r -> C), r = 16 (SE bottleneck)                     (eq. 11-12)
+           (at least ``MIN_CHANNEL_HIDDEN`` hidden units: narrow test and
+           benchmark backbones; the paper's ResNet-50 has C/r >= 16)
   temporal T_m (B, T, 1, 1, 1): mean over C, H, W, T -> 2T, ReLU, BN, 2T -> T
            (the channel branch's shape over time)
 
@@ -39,6 +41,12 @@ import jax.numpy as jnp
 
 from jaxreid.layers import folding
 from jaxreid.layers.choices import check_choice
+
+# Fewest hidden units of the channel branch. C / r alone gives a 16-channel
+# stage one unit; its ReLU is 0 on the whole batch for about half the random
+# inits (its inputs are means of post-ReLU features, all alike), and then the
+# branch, and with it the whole RAL, never gets a gradient.
+MIN_CHANNEL_HIDDEN = 8
 
 
 class RAL(nn.Module):
@@ -93,7 +101,8 @@ class RAL(nn.Module):
       logits = logits * s.astype(jnp.float32)[:, None]  # (B, 1, H, W, 1)
     if 'c' in self.branches:
       xc = jnp.mean(xf, axis=(1, 2, 3)).astype(self.dtype)  # (B, C), eq. 11
-      m = norm('channel_bn')(nn.relu(dense(max(1, c // self.reduction), 'channel_conv1')(xc)))
+      hidden = max(c // self.reduction, min(c, MIN_CHANNEL_HIDDEN))
+      m = norm('channel_bn')(nn.relu(dense(hidden, 'channel_conv1')(xc)))
       m = dense(c, 'channel_conv2', zero=is_zero('c'))(m)
       if self.channel_relu:
         m = nn.relu(m)

@@ -27,8 +27,12 @@ P3D-A/B/C (Qiu, Yao, Mei, ICCV 2017) exist in two constructions, chosen by
   ResNet50-P3D/model/P3D_{A,B,C}.py), which produced the M3D paper's Table 1;
   every path gets its own BN + ReLU
   p3d_a   S = relu(bn2(conv2 x));  y = relu(tb(T(S))), T = identity at init   != 2D (BN)
-  p3d_b   y = relu(bn2(conv2 x)) + relu(tb(T_s(x)))                          = 2D (T = 0)
-  p3d_c   S = relu(bn2(conv2 x));  y = S + relu(tb(T(S)))                    = 2D (T = 0)
+  p3d_b   y = relu(bn2(conv2 x)) + relu(tb(T_s(x))), T He-initialised       != 2D
+  p3d_c   S = relu(bn2(conv2 x));  y = S + relu(tb(T(S))), T He-initialised  != 2D
+  (B and C's T gets their code's He init: started at 0, as AP3D starts it,
+  relu(tb(0)) = 0 passes no gradient and T stays 0 for ever. Their P3D-A
+  fills T with 1/3 and then their init loop overwrites it with He too; here
+  P3D-A's T starts as the identity, which keeps S's features and trains.)
 
   p3d_norm='after_block': AP3D's blocks (guxinqian/AP3D, models/AP3D.py P3DA/B/C,
   models/ResNet.py Bottleneck3D): they replace only the convolution, and the
@@ -57,6 +61,10 @@ TEMPORAL_BLOCKS = ('2d', 'm3d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c')
 P3D_NORMS = ('per_path', 'after_block')
 
 ModuleDef = Callable[..., nn.Module]
+
+# The init loop of the M3D authors' P3D models (and torchvision's ResNet):
+# N(0, sqrt(2 / n)), n = kernel volume x output channels.
+HE_FAN_OUT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
 def default_num_kernels(clip_len: int) -> int:
@@ -194,14 +202,16 @@ def spatiotemporal_conv(x, *, kind: str, features: int, strides: int, conv: Modu
   if kind == '2d':
     return s
   # P3D, per path (the M3D authors' P3D_A/B/C.py): BN + ReLU on the temporal
-  # path too. T starts at 0 in B and C, so relu(temporal_bn(0)) = 0 (eval: the
-  # initial statistics; train: the batch mean and variance of 0 are 0).
+  # path too. B and C's T takes their code's He init: a zero T would make the
+  # path relu(temporal_bn(0)) = 0, whose gradient is 0 for ever (relu'(0) = 0,
+  # and BN of a constant is constant), so T could never leave 0.
   if kind == 'p3d_b':  # parallel: the temporal path sees the block's input
-    return s + bn_relu(temporal('temporal_conv', stride=strides)(x), 'temporal_bn')
+    return s + bn_relu(temporal('temporal_conv', stride=strides, init=HE_FAN_OUT)(x),
+                       'temporal_bn')
   if kind == 'p3d_a':  # serial
     return bn_relu(temporal('temporal_conv', init=identity_center_init)(s), 'temporal_bn')
   if kind == 'p3d_c':  # residual
-    return s + bn_relu(temporal('temporal_conv')(s), 'temporal_bn')
+    return s + bn_relu(temporal('temporal_conv', init=HE_FAN_OUT)(s), 'temporal_bn')
   y = s
   for i in range(1, num_kernels + 1):  # m3d, eq. 4
     t = temporal(f'temporal_conv{i}', dilation=i)(s)

@@ -6,7 +6,7 @@ which the pipelines read by random access.
 
 A prepared copy is reused only while it matches what it was built from. The
 builders of manually downloaded releases store a ``'source'`` record in the
-copy's ``metadata.json`` (``video_reid_common.source_record``: the absolute
+copy's ``metadata.json`` (``provenance.source_record``: the absolute
 manual_dir and a fingerprint of the release files read); a generated dataset
 stores its generation parameters, and its builder lists them in
 ``provenance()``. ``prepare`` compares them with the present before TFDS's
@@ -22,7 +22,7 @@ import shutil
 from absl import logging
 import tensorflow_datasets as tfds
 
-from data_pipelines import video_reid_common as common
+from data_pipelines import provenance, record_index
 
 DATASETS = {
     'dukemtmc_video_reid': 'data_pipelines.dukemtmc_video_reid',
@@ -60,7 +60,8 @@ def prepare(name: str, config_name: str = '', data_dir: str = '', manual_dir: st
   """Prepares the dataset once (a current prepared copy is reused) and returns its builder.
 
   TFDS writes into a temporary folder and renames it when complete, so an
-  interrupted preparation never leaves a half-written dataset behind. A copy
+  interrupted preparation never leaves a half-written dataset behind. A new
+  copy then gets the per-tracklet index of each split (``write_indexes``). A copy
   prepared before is reused only if it matches its source (``provenance_problem``);
   otherwise nothing is touched and a ValueError says what changed and how to
   re-prepare.
@@ -83,14 +84,28 @@ def prepare(name: str, config_name: str = '', data_dir: str = '', manual_dir: st
     builder = get_builder(name, config_name, data_dir)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
-  if os.path.exists(data_path):  # what TFDS would reuse
+  reused = os.path.exists(data_path)  # what TFDS would reuse
+  if reused:
     if reprepare:
       return _reprepare(builder, download_config, lambda: get_builder(name, config_name, data_dir))
     problem = provenance_problem(builder, manual_dir)
     if problem:
       raise ValueError(problem)
   builder.download_and_prepare(download_config=download_config)
+  if not reused:  # a reused copy got its indexes when it was prepared (or gets them on first read)
+    write_indexes(builder)
   return builder
+
+
+def write_indexes(builder) -> None:
+  """Writes the per-tracklet index of every split beside its records
+  (``record_index``), so that starts read no frame bytes. One scan of the
+  freshly written records: simpler and sturdier than collecting the metadata
+  while TFDS writes and shards them."""
+  for split in builder.info.splits:
+    source = builder.as_data_source(
+        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    record_index.build(builder, split, source)
 
 
 def _aside_path(data_path: str) -> str:
@@ -122,6 +137,7 @@ def _reprepare(builder, download_config, new_builder):
   try:
     builder = new_builder()  # constructed without a prepared copy: TFDS builds one
     builder.download_and_prepare(download_config=download_config)
+    write_indexes(builder)
   except BaseException:
     if not os.path.exists(data_path):  # TFDS renames only a complete copy into place
       os.rename(aside, data_path)
@@ -170,7 +186,7 @@ def provenance_problem(builder, manual_dir: str = '') -> str | None:
     return None
   if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
     return None
-  record = stored.get(common.SOURCE_KEY)
+  record = stored.get(provenance.SOURCE_KEY)
   if not isinstance(record, dict) or not _RECORD_KEYS <= set(record):
     where = f' in {manual_dir}' if manual_dir else ''
     return (f'{what} does not record what it was built from (it was prepared by an older '
@@ -188,13 +204,14 @@ def provenance_problem(builder, manual_dir: str = '') -> str | None:
     logging.warning('%s was built from the release in %s, which is not there any more: cannot '
                     'check that it is current; using it.', what, built_from)
     return None
-  now = common.fingerprint(paths)
+  now = provenance.fingerprint(paths)
   then = {k: record.get(k) for k in now}
   if now != then:
     return (f'{what} was built from the release in {built_from} when it had '
-            f'{common.describe_fingerprint(then)}; it now has {common.describe_fingerprint(now)}, '
-            f'so the release changed since (a file repaired, added or removed). To rebuild the '
-            f'copy from the release as it is now, {_reprepare_hint(data_path)}.')
+            f'{provenance.describe_fingerprint(then)}; it now has '
+            f'{provenance.describe_fingerprint(now)}, so the release changed since (a file '
+            f'repaired, added or removed). To rebuild the copy from the release as it is now, '
+            f'{_reprepare_hint(data_path)}.')
   return None
 
 

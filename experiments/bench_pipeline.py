@@ -3,7 +3,11 @@
 Times what the training loop reads: PK batches of decoded, resized and
 augmented (flip, pad + crop, colour jitter, random erasing, one draw per clip)
 clips of T = 8 JPEG frames of 256 x 128, from the synthetic dataset's
-`full_size` config (prepared on first use). Beside it, the demand of a
+`full_size` config (prepared on first use): at 1 and 2 tf.data threads (the
+per-core figure and its scaling) and with the threads tf.data picks. Before
+decoding, the pipeline's stages alone: the serial part (the batch plan, in
+Python) and the record read + parse + frame pick (a parallel map) at 1 and 2
+threads, in clips/s. Beside it, the demand of a
 training step: the clips per second the configured model's jitted train step
 consumes on this machine, measured in the same process.
 
@@ -14,6 +18,7 @@ consecutive frames resized to 64 x 48, flow computed in tf.data, flip and
 shift, batches of 2 x num_pairs clips) on the same stored data.
 """
 
+import os
 import time
 
 import jax
@@ -35,16 +40,50 @@ def pipeline_config(flag_values):
   return c
 
 
-def _pipeline_clips_per_sec(config, num_batches: int):
-  data = common.make_data(config)
-  batches = data.train_batches(0)
+def _pipeline_clips_per_sec(data, num_batches: int, threads: int = 0) -> float:
+  """Clips/s of whole train batches; ``threads`` tf.data threads (0: tf.data's choice)."""
+  clips_per_sec, batch = _timed(data.train_batches(0, threads=threads), num_batches)
+  assert batch['frames'].shape == (32, 8, 256, 128, 3)
+  return clips_per_sec
+
+
+def _timed(batches, num_batches: int):
+  """(clips/s over ``num_batches`` batches after a warm-up one, the last batch)."""
   next(batches)  # warm-up: tf.data start, first decode
   start = time.perf_counter()
   for _ in range(num_batches):
     batch = next(batches)
-  seconds = time.perf_counter() - start
-  assert batch['frames'].shape == (32, 8, 256, 128, 3)
-  return num_batches * len(batch['pid']) / seconds, data.num_train_ids
+  return num_batches * len(batch['pid']) / (time.perf_counter() - start), batch
+
+
+def _rate(elements, seconds: float = 3.0) -> float:
+  """Elements/s of an iterator, after one warm-up element."""
+  next(elements)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    next(elements)
+    count += 1
+  return count / (time.perf_counter() - start)
+
+
+def _plan_clips(data):
+  """The serial part alone: each step's batch plan, clip by clip."""
+  step = 0
+  while True:
+    yield from range(len(data.train_plan_arrays(step)[0]))
+    step += 1
+
+
+def serial_part_rates(data) -> dict:
+  """Clips/s of the train pipeline's stages before decoding: the serial part
+  (the batch plan, in Python), and the record read + parse + frame pick (a
+  parallel tf.data map) at 1 and 2 threads."""
+  return {'serial_plan_clips_per_sec': _rate(_plan_clips(data)),
+          # Batched as the training loop does: one Python iteration per clip would cost
+          # more than the stage it times.
+          **{f'read_clips_per_sec_{n}_threads':
+             32 * _rate(iter(data.train_clips(0, threads=n).batch(32)))
+             for n in (1, 2)}}
 
 
 def _train_step_clips_per_sec(config, num_classes: int, clips: int, repeats: int):
@@ -85,27 +124,33 @@ def _crf_pipeline_clips_per_sec(config, num_batches: int) -> float:
   c.use_flow, c.train_sampler = True, paper.train_sampler
   crf_ilids_vid.set_pairs(c, 16)  # 32 clips, as the PK batches above
   c.augment = paper.augment
-  batches = common.make_data(c).train_batches(0)
-  next(batches)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    batch = next(batches)
-  seconds = time.perf_counter() - start
+  clips_per_sec, batch = _timed(common.make_data(c).train_batches(0), num_batches)
   assert batch['flow'].shape == (32, 16, 64, 48, 2)
-  return num_batches * len(batch['pid']) / seconds
+  return clips_per_sec
 
 
 def run_pipeline_benchmark(flag_values) -> dict:
   config = pipeline_config(flag_values)
-  produced, num_ids = _pipeline_clips_per_sec(config, flag_values.pipeline_batches)
-  consumed = _train_step_clips_per_sec(config, num_ids, flag_values.pipeline_step_clips,
+  data = common.make_data(config)
+  stages = serial_part_rates(data)
+  per_thread = {n: _pipeline_clips_per_sec(data, flag_values.pipeline_batches, n) for n in (1, 2)}
+  produced = _pipeline_clips_per_sec(data, flag_values.pipeline_batches)
+  consumed = _train_step_clips_per_sec(config, data.num_train_ids, flag_values.pipeline_step_clips,
                                        flag_values.pipeline_step_repeats)
   flow_small, flow_large = _flow_pairs_per_sec(64, 48), _flow_pairs_per_sec(256, 128)
   crf_clips = _crf_pipeline_clips_per_sec(config, flag_values.pipeline_batches)
   rows = [
       ('input', '8 x 256 x 128 JPEG frames per clip, PK batches of 32 clips'),
       ('augmentation', 'flip, pad 2 + crop, colour jitter, random erasing 0.3'),
-      ('pipeline', f'{produced:.1f} clips/s ({8 * produced:.0f} frames/s)'),
+      ('serial part', f'{stages["serial_plan_clips_per_sec"]:.0f} clips/s (batch plan, Python, '
+                      'before the parallel map)'),
+      ('record read + parse', f'{stages["read_clips_per_sec_1_threads"]:.0f} clips/s at 1 '
+                              f'thread, {stages["read_clips_per_sec_2_threads"]:.0f} at 2 '
+                              '(tf.data map: read, parse, frame pick)'),
+      *((f'pipeline, {n} thread{"s" * (n > 1)}', f'{per_thread[n]:.1f} clips/s '
+         f'({8 * per_thread[n]:.0f} frames/s)') for n in (1, 2)),
+      ('pipeline', f'{produced:.1f} clips/s ({8 * produced:.0f} frames/s), threads tuned by '
+                   f'tf.data on {os.cpu_count()} CPUs'),
       ('train step demand', f'{consumed:.2f} clips/s ({config.model_name}, '
                             f'{config.model.backbone}, batch {flag_values.pipeline_step_clips} '
                             f'clips, {jax.device_count()} {jax.devices()[0].platform} device(s))'),
@@ -120,5 +165,6 @@ def run_pipeline_benchmark(flag_values) -> dict:
   for k, v in rows:
     print(f'{k.ljust(width)}  {v}')
   return {'pipeline_clips_per_sec': produced, 'train_step_clips_per_sec': consumed,
+          **stages, **{f'pipeline_clips_per_sec_{n}_threads': v for n, v in per_thread.items()},
           'flow_frames_per_sec_64x48': flow_small, 'flow_frames_per_sec_256x128': flow_large,
           'crf_pipeline_clips_per_sec': crf_clips}

@@ -12,10 +12,14 @@ say whether these are training or test speeds, their size suggests test).
 
   python -m experiments.benchmark --suite=train_step              # all four
   python -m experiments.benchmark --suite=train_step --model=m3d --train_step_clips=2
+  python -m experiments.benchmark --suite=train_step --reference=torch   # beside PyTorch
+
+With --reference=torch the suite times the 2D and I3D networks beside the
+same networks in PyTorch eager instead (experiments/bench_torch_compare.py).
 """
 
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from absl import flags
 import jax
@@ -71,7 +75,7 @@ flags.DEFINE_string('train_step_profile_dir', '/tmp/jaxreid_train_step_profile',
                     'train_step suite: where --train_step_profile_ops writes its traces.')
 
 
-def _jaxpr_flops(jaxpr, multiplier: float = 1.0) -> float:
+def jaxpr_flops(jaxpr, multiplier: float = 1.0) -> float:
   """Multiply-add FLOPs (2 per MAC) of every dot_general and convolution in
   `jaxpr`, with each scan body counted `length` times. XLA's cost analysis
   counts a loop body once whatever its trip count, so for scanned models
@@ -99,9 +103,9 @@ def _jaxpr_flops(jaxpr, multiplier: float = 1.0) -> float:
         elif isinstance(v, jax.extend.core.Jaxpr):
           subs.append(v)
     if name == 'cond':  # one branch runs
-      total += max((_jaxpr_flops(s, multiplier) for s in subs), default=0.0)
+      total += max((jaxpr_flops(s, multiplier) for s in subs), default=0.0)
     else:
-      total += sum(_jaxpr_flops(s, multiplier * trips) for s in subs)
+      total += sum(jaxpr_flops(s, multiplier * trips) for s in subs)
   return total
 
 
@@ -160,15 +164,19 @@ def _summarise_trace(trace_dir: str, compiled_text: str, steps: int, top: int):
   return rows, modules, total / 1e6 / steps
 
 
-def _config(name: str, flag_values) -> ml_collections.ConfigDict:
+def make_config(name: str, clips: int, frames: int, height: Optional[int] = None,
+                width: Optional[int] = None, dtype: str = 'float32') -> ml_collections.ConfigDict:
+  """The train config of network `name` (a key of TRAIN_STEP_MODELS) on clips
+  of (frames, height, width); height / width None: the model's paper size (RRU
+  299 x 299, CRF 64 x 48), else 256 x 128. `dtype`: compute dtype."""
   c = m3d_mars.get_config()
-  c.clip_len = flag_values.train_step_frames
-  c.height, c.width = flag_values.train_step_height, flag_values.train_step_width
-  c.num_identities, c.num_instances = flag_values.train_step_clips, 1
+  c.clip_len = frames
+  c.height, c.width = height or 256, width or 128
+  c.num_identities, c.num_instances = clips, 1
   model_name, kwargs = TRAIN_STEP_MODELS[name]
   c.model_name = model_name
   model = dict(backbone='resnet50', backbone_width=0, last_stride=1,
-               clip_len=flag_values.train_step_frames, **kwargs)
+               clip_len=frames, **kwargs)
   c.model = ml_collections.ConfigDict(model)
   c.losses = ml_collections.ConfigDict(
       {'ce_streams' if model_name == 'two_stream_m3d' else 'ce': {'weight': 1.0}})
@@ -180,7 +188,7 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
     paper = rru_ilids_vid.get_config()
     c.model, c.losses = paper.model, paper.losses
     c.model.update(kwargs)
-    if not flag_values['train_step_height'].present:
+    if height is None:
       c.height = c.width = paper.height  # 299 x 299
     c.nesterov, c.pretrained_lr_mult = paper.nesterov, paper.pretrained_lr_mult
   if model_name == 'crf':  # crf_ilids_vid.py's model, input (flow) and objective (eq. 9)
@@ -188,7 +196,7 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
     c.model, c.losses = paper.model, paper.losses
     c.model.update(kwargs)
     c.use_flow = True
-    if not flag_values['train_step_height'].present:
+    if height is None:
       c.height, c.width = paper.height, paper.width  # 64 x 48
   if model_name == 'mstn':  # mstn_mars.py's model and objective (eq. 5); any T
     paper = mstn_mars.get_config()
@@ -196,18 +204,34 @@ def _config(name: str, flag_values) -> ml_collections.ConfigDict:
     c.model.update(kwargs)
   # A constant rate; the benchmark times steps and never trains to an end.
   c.schedule.decay_steps, c.schedule.decay_epochs = (10**9,), None
-  c.dtype = flag_values.train_step_dtype
+  c.dtype = dtype
   return c
+
+
+def _config(name: str, flag_values) -> ml_collections.ConfigDict:
+  """make_config from the --train_step_* flags (sizes not given: the paper's)."""
+  def given(flag):
+    return flag_values[flag].present or flag_values['train_step_height'].present
+  return make_config(name, flag_values.train_step_clips, flag_values.train_step_frames,
+                     flag_values.train_step_height if given('train_step_height') else None,
+                     flag_values.train_step_width if given('train_step_width') else None,
+                     flag_values.train_step_dtype)
+
+
+def cost_flops(stage) -> float:
+  """FLOPs of a jax.stages.Lowered or Compiled program by XLA's cost
+  analysis; NaN where the backend does not report them."""
+  analysis = stage.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
 
 
 def step_flops(jitted_step, *args) -> float:
   """FLOPs of one call of `jitted_step` from XLA's cost analysis of its
   lowered (pre-optimization) program: forward, backward and update, summed
   over devices. NaN where the backend does not report them."""
-  analysis = jitted_step.lower(*args).cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get('flops', float('nan')))
+  return cost_flops(jitted_step.lower(*args))
 
 
 def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str, float]:
@@ -216,16 +240,10 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
   clips, t = flag_values.train_step_clips, flag_values.train_step_frames
   mesh = sharding.make_mesh()
   model, state, train_step = bench_setup.init_train_step(config, mesh, t, num_classes)
-  rng = np.random.default_rng(0)
-  batch = sharding.to_global({
-      'frames': rng.integers(0, 256, (clips, t, config.height, config.width, 3), dtype=np.uint8),
-      'pid': rng.integers(0, num_classes, clips).astype(np.int32)}, mesh)
-  if config.use_flow:  # CRF: random optical flow (B, T, H, W, 2), pixels
-    batch['flow'] = sharding.to_global({'flow': rng.normal(
-        size=(clips, t, config.height, config.width, 2)).astype(np.float32)}, mesh)['flow']
+  _, batch = bench_setup.random_batch(config, mesh, clips, t, num_classes)
   flops = step_flops(train_step, state, batch)  # before the state is donated
-  # Conv + matmul FLOPs with every scan body counted T times (see _jaxpr_flops).
-  loop_flops = _jaxpr_flops(jax.make_jaxpr(train_step)(state, batch).jaxpr)
+  # Conv + matmul FLOPs with every scan body counted T times (see jaxpr_flops).
+  loop_flops = jaxpr_flops(jax.make_jaxpr(train_step)(state, batch).jaxpr)
   profile = flag_values.train_step_profile_ops
   compiled_text = train_step.lower(state, batch).compile().as_text() if profile else ''
   start = time.perf_counter()
@@ -278,6 +296,10 @@ def time_train_step(name: str, flag_values, num_classes: int = 625) -> Dict[str,
 
 
 def run_train_step_benchmark(flag_values) -> Dict[str, Dict[str, float]]:
+  """The train_step suite's table (with --reference=torch: bench_torch_compare's)."""
+  if 'reference' in flag_values and flag_values.reference == 'torch':
+    from experiments import bench_torch_compare  # pylint: disable=g-import-not-at-top
+    return bench_torch_compare.run_torch_comparison(flag_values)
   name = flag_values.model
   if name != 'all' and name not in TRAIN_STEP_MODELS:
     raise SystemExit(f'Unknown --model={name!r}; valid choices: all, '

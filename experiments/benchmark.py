@@ -23,6 +23,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from experiments import bench_gpu
 from experiments import bench_pipeline
 from experiments import bench_scan_compile
 from experiments import bench_scaling
@@ -65,8 +66,30 @@ _METRIC = flags.DEFINE_enum('metric', 'euclidean', list(distance.METRICS),
                             'Distance metric.')
 _BLOCK_SIZE = flags.DEFINE_integer('block_size', 64,
                                    'evaluate_rank block size.')
-_REFERENCE = flags.DEFINE_boolean(
-    'reference', True, 'Also time the NumPy per-query loop and compare.')
+
+
+class _ReferenceParser(flags.ArgumentParser):
+  """--reference: true / false (ranking's NumPy loop) or torch (train_step's
+  PyTorch eager networks): one flag, so both read `--reference=...`."""
+
+  def parse(self, argument):
+    value = str(argument).lower()
+    if value in ('true', '1', 'yes', 'false', '0', 'no'):
+      return value in ('true', '1', 'yes')
+    if value == 'torch':
+      return value
+    raise ValueError(f'expected true or false (ranking: time the NumPy loop beside) or torch '
+                     f'(train_step: time the same networks in PyTorch eager beside); got '
+                     f'{argument!r}')
+
+  def flag_type(self):
+    return 'string'
+
+
+_REFERENCE = flags.DEFINE(
+    _ReferenceParser(), 'reference', True, 'ranking: true / false, also time the NumPy '
+    'per-query loop and compare; train_step: torch, time the 2D and I3D ResNet-50 train step '
+    'beside PyTorch eager (experiments/bench_torch_compare.py; other values: no reference).')
 _NONCONTIGUOUS = flags.DEFINE_boolean(
     'noncontiguous', True, 'With --input=distmat, also time evaluate_rank on the same '
     'matrix as a column slice, distmat[:, keep][:, :G] (not C-contiguous), and check '
@@ -325,26 +348,34 @@ SUITES: Dict[str, Callable] = {
     'scaling': bench_scaling.run_scaling_benchmark,
     'train_step': bench_train_step.run_train_step_benchmark,
     'scan_compile': bench_scan_compile.run_scan_compile_benchmark,
+    'gpu': bench_gpu.run_gpu_benchmark,
 }
 _SUITE_HELP = {
-    'pipeline': 'frames/s and clips/s of the tf.data input pipeline (flags --pipeline_*)',
+    'pipeline': 'frames/s and clips/s of the tf.data input pipeline at 1, 2 and tuned '
+                'threads, and of its serial part (flags --pipeline_*)',
     'ranking': 'evaluate_rank / evaluate_features against a NumPy loop at MARS size',
     'scaling': 'train-step throughput on 1..N (virtual) devices (flags --scaling_*)',
     'train_step': 'train-step time, FLOPs and clips/s of the video networks '
                   '(flags --model, --train_step_*)',
     'scan_compile': 'compile time of the scanned recurrent models for several T '
                     '(flags --scan_compile_*)',
+    'gpu': 'every network at full size, float32 and bfloat16, with MFU: for a GPU machine '
+           '(flags --gpu_*, --dry_run; also python -m experiments.bench_gpu)',
 }
 _SUITE = flags.DEFINE_enum(
     'suite', 'ranking', list(SUITES),
     'Which suite to run. ' + '; '.join(f'{k}: {v}' for k, v in _SUITE_HELP.items()) + '.')
-for _module in (bench_pipeline, bench_scaling, bench_train_step, bench_scan_compile):
+for _module in (bench_pipeline, bench_scaling, bench_train_step, bench_scan_compile,
+                bench_gpu):
   flags.adopt_module_key_flags(_module)  # --help lists every suite's flags
 
 
 def main(argv: List[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _REFERENCE.value == 'torch' and _SUITE.value != 'train_step':
+    raise app.UsageError(f'--reference=torch is for --suite=train_step; --suite='
+                         f'{_SUITE.value} takes --reference=true or false.')
   SUITES[_SUITE.value](flags.FLAGS)
 
 

@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines.dukemtmc_video_reid  # pylint: disable=unused-import  # registers
-from data_pipelines import pipeline
-from data_pipelines import video_reid_common as common
+from data_pipelines import record_index
+from data_pipelines import release_files
 from data_pipelines.dukemtmc_video_reid import dukemtmc_video_reid_dataset_builder as duke
+import prepared_records
 
 # split -> [(pid, tracklet folder, camera, F numbers, naming)], in the order the builder
 # must emit them (person folders, then tracklet folders, sorted).
@@ -69,37 +69,22 @@ def make_tree(release):
   return paths
 
 
-def _builder(tmp_path):
-  return tfds.builder_cls('dukemtmc_video_reid')(data_dir=str(tmp_path / 'data'),
-                                                 file_format='array_record')
-
-
 def _prepare(tmp_path, manual_dir):
-  builder = _builder(tmp_path)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
+  return prepared_records.prepare('dukemtmc_video_reid', manual_dir, tmp_path / 'data')
 
 
 def test_prepare_fabricated_tree(tmp_path):
   paths = make_tree(tmp_path / 'manual' / 'DukeMTMC-VideoReID')
   builder = _prepare(tmp_path, tmp_path / 'manual')
   for split, rows in TREE.items():
-    source = builder.as_data_source(split,
-                                    deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-    assert len(source) == len(rows)
-    records = {}
-    for pos in range(len(source)):
-      f = tf.train.Example.FromString(source[pos]).features.feature
-      records[f['tracklet'].int64_list.value[0]] = f
-    for i, (pid, _, cam, frames, _) in enumerate(rows):
-      f = records[i]
-      assert f['pid'].int64_list.value[0] == pid
-      assert f['camid'].int64_list.value[0] == cam - 1
-      assert f['num_frames'].int64_list.value[0] == len(frames)
+    records = prepared_records.records(builder, split)
+    assert len(records) == len(rows)
+    for i, (record, (pid, _, cam, frames, _)) in enumerate(zip(records, rows)):
+      assert (record['pid'], record['camid'], record['num_frames']) == (pid, cam - 1, len(frames))
       # Original bytes, F order, every frame (the F0002 tracklet keeps 3).
-      assert list(f['frames'].bytes_list.value) == [p.read_bytes() for p in paths[split, i]]
-    index = pipeline.read_index(source, split)
+      assert record['frames'] == [p.read_bytes() for p in paths[split, i]]
+    source = prepared_records.raw_source(builder, split)
+    index = record_index.scan(source, split)
     assert list(index.num_frames) == [len(r[3]) for r in rows]
   assert builder.info.metadata['split_stats']['train'] == {
       'tracklets': 4, 'ids': 2, 'frames': 14, 'cameras': 3}
@@ -116,16 +101,16 @@ def test_release_root_spellings(tmp_path):
   assert duke.find_root(tmp_path / 'other') == nested / 'DukeMTMC-VideoReID'
   wrapped = tmp_path / 'wrap' / 'DukeMTMC-VideoReID'
   shutil.move(nested / 'DukeMTMC-VideoReID', wrapped)
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     duke.find_root(tmp_path)  # extracted a level too deep: not accepted, but pointed at
   assert 'one level deeper' in str(e.value)
   assert f'point manual_dir at {wrapped}' in str(e.value)
 
 
 def _error(tmp_path):
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     _prepare(tmp_path, tmp_path / 'manual')
-  assert not _builder(tmp_path).is_prepared()
+  assert not tfds.builder_cls('dukemtmc_video_reid')(data_dir=str(tmp_path / 'data')).is_prepared()
   return str(e.value)
 
 

@@ -26,10 +26,12 @@ from data_pipelines import datasets
 from data_pipelines import decoding
 from data_pipelines import folders
 from data_pipelines import pipeline
-from data_pipelines import video_reid_common as common
+from data_pipelines import provenance
+from data_pipelines import release_files
 import experiments.configs
+import prepared_records
 from test_ilids_vid_builder import make_tree as make_ilids_tree
-from test_mars_builder import TEST, TRAIN, _jpeg, _name, _records, make_tree
+from test_mars_builder import TEST, TRAIN, _jpeg, _name, make_tree
 
 # Row 9 of the fabricated MARS test table: person 9, camera 4, frames F001..F004; the
 # last of the 6 gallery tracklets (rows 1, 2, 3, 5, 8, 9; rows 4, 6, 7 are queries).
@@ -85,7 +87,7 @@ def test_corrupt_jpeg_body_fails_preparation_naming_file_and_tracklet(tmp_path):
     tf.io.decode_jpeg(damaged, channels=3)
   bad.write_bytes(damaged)
 
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     _prepare_mars(tmp_path)
   message = str(e.value)
   for fragment in (bad, 'Decoding it failed', "frame 2 of 4 of tracklet 5 of split 'gallery'",
@@ -98,7 +100,7 @@ def test_corrupt_jpeg_body_fails_preparation_naming_file_and_tracklet(tmp_path):
 
   bad.write_bytes(good)  # repaired: now it prepares, with the original bytes stored
   builder = _prepare_mars(tmp_path)
-  records, _ = _records(builder, 'gallery')
+  records = prepared_records.records(builder, 'gallery')
   assert records[5]['frames'][1] == good
 
 
@@ -108,13 +110,14 @@ def test_corrupt_png_body_fails_preparation(tmp_path):
   good = bad.read_bytes()
   idat = good.index(b'IDAT') + 4
   damaged = good[:idat] + bytes(b ^ 0x55 for b in good[idat:idat + 6]) + good[idat + 6:]
-  assert damaged.endswith(common.PNG_IEND) and damaged.startswith(common.PNG_SIGNATURE)
+  assert damaged.endswith(release_files.PNG_IEND)
+  assert damaged.startswith(release_files.PNG_SIGNATURE)
   with pytest.raises(tf.errors.InvalidArgumentError):
     tf.io.decode_png(damaged, channels=3)
   bad.write_bytes(damaged)
   builder = tfds.builder_cls('ilids_vid')(config='split_0', data_dir=str(tmp_path / 'tfds'),
                                          file_format='array_record')
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
   message = str(e.value)
@@ -158,9 +161,9 @@ def test_fingerprint_counts_size_and_newest_mtime(tmp_path):
     os.utime(path, ns=(mtime_ns, mtime_ns))
   (tmp_path / 'a' / '.DS_Store').write_bytes(b'x' * 100)  # hidden: no builder reads it
   (tmp_path / 'a' / '.hidden' / '3.jpg').write_bytes(b'x' * 100)
-  fp = common.fingerprint([tmp_path / 'a', tmp_path / 'split.mat', tmp_path / 'missing'])
+  fp = provenance.fingerprint([tmp_path / 'a', tmp_path / 'split.mat', tmp_path / 'missing'])
   assert fp == {'files': 3, 'bytes': 20, 'newest_mtime_ns': 2_000_000_000_000_000_456}
-  assert common.describe_fingerprint(fp) == (
+  assert provenance.describe_fingerprint(fp) == (
       '3 files, 20 bytes, newest modified 2033-05-18 03:33:20.000000 UTC')
 
 
@@ -168,7 +171,7 @@ def test_prepared_copy_records_its_source(tmp_path):
   make_tree(tmp_path / 'manual')
   builder = _prepare_mars(tmp_path)
   with open(os.path.join(builder.data_path, 'metadata.json')) as f:
-    record = json.load(f)[common.SOURCE_KEY]
+    record = json.load(f)[provenance.SOURCE_KEY]
   manual = tmp_path / 'manual'
   assert record['manual_dir'] == str(manual)
   assert record['paths'] == sorted(str(manual / p) for p in
@@ -192,7 +195,7 @@ def test_changed_release_is_refused_until_reprepare(tmp_path):
   _refused(tmp_path, 'the release changed since')  # again: never silently adopted
 
   builder = _prepare_mars(tmp_path, reprepare=True)  # rebuilt from the release as it is now
-  records, _ = _records(builder, 'train')
+  records = prepared_records.records(builder, 'train')
   assert records[2]['frames'][1] == repaired  # (3, 1, 1, [5, 6, 7, 8]): F006 is frame 2
   assert not any(p.name.startswith('.') for p in (tmp_path / 'data' / 'mars').iterdir())
   after = _snapshot(tmp_path / 'data')
@@ -212,7 +215,8 @@ def test_changed_manual_dir_is_refused(tmp_path):
   datasets.prepare('mars', data_dir=str(tmp_path / 'data'))
   assert _snapshot(tmp_path / 'data') == before
   builder = _prepare_mars(tmp_path, 'other_release', reprepare=True)
-  assert builder.info.metadata[common.SOURCE_KEY]['manual_dir'] == str(tmp_path / 'other_release')
+  source = builder.info.metadata[provenance.SOURCE_KEY]
+  assert source['manual_dir'] == str(tmp_path / 'other_release')
 
 
 def test_copy_without_source_record_is_refused(tmp_path):
@@ -222,11 +226,11 @@ def test_copy_without_source_record_is_refused(tmp_path):
   meta_path = os.path.join(builder.data_path, 'metadata.json')
   with open(meta_path) as f:
     meta = json.load(f)
-  del meta[common.SOURCE_KEY]
+  del meta[provenance.SOURCE_KEY]
   with open(meta_path, 'w') as f:
     json.dump(meta, f)
   _refused(tmp_path, 'does not record what it was built from', 'reprepare=True')
-  assert common.SOURCE_KEY in _prepare_mars(tmp_path, reprepare=True).info.metadata
+  assert provenance.SOURCE_KEY in _prepare_mars(tmp_path, reprepare=True).info.metadata
 
 
 def test_failed_reprepare_keeps_the_previous_copy(tmp_path):
@@ -234,7 +238,7 @@ def test_failed_reprepare_keeps_the_previous_copy(tmp_path):
   builder = _prepare_mars(tmp_path)
   before = _snapshot(tmp_path / 'data')
   files[BAD_FRAME].write_bytes(_corrupt_body(files[BAD_FRAME].read_bytes()))
-  with pytest.raises(common.ReleaseError, match=BAD_FRAME):
+  with pytest.raises(release_files.ReleaseError, match=BAD_FRAME):
     _prepare_mars(tmp_path, reprepare=True)
   assert _snapshot(tmp_path / 'data') == before  # put back, nothing left aside
   assert builder.is_prepared()

@@ -8,11 +8,11 @@ import numpy as np
 from PIL import Image
 import pytest
 from scipy import io as scipy_io
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines.ilids_vid  # pylint: disable=unused-import  # registers
-from data_pipelines import video_reid_common as common
+from data_pipelines import release_files
+import prepared_records
 from data_pipelines.ilids_vid import Builder
 
 NAME = 'ilids_vid'
@@ -65,21 +65,7 @@ def make_tree(root, persons=PERSONS, ls_set=None):
 
 
 def prepare(manual_dir, data_dir, config='split_0'):
-  builder = tfds.builder_cls(NAME)(config=config, data_dir=str(data_dir),
-                                  file_format='array_record')
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def raw_examples(builder, split):
-  source = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  out = []
-  for i in range(len(source)):
-    f = tf.train.Example.FromString(source[i]).features.feature
-    out.append({k: (list(f[k].bytes_list.value) if k == 'frames' else f[k].int64_list.value[0])
-                for k in ('frames', 'pid', 'camid', 'tracklet', 'num_frames')})
-  return sorted(out, key=lambda e: e['tracklet'])
+  return prepared_records.prepare(NAME, manual_dir, data_dir, config)
 
 
 @pytest.fixture(scope='module')
@@ -111,7 +97,7 @@ def test_splits_follow_ls_set(prepared, split_index):
   test = sorted(int(dirs[i][6:]) for i in row[:3])            # first half: test
   train = sorted(int(dirs[i][6:]) for i in row[3:])
   assert builder.info.metadata['test_persons'] == [f'person{p:03d}' for p in test]
-  ex = {s: raw_examples(builder, s) for s in ('train', 'query', 'gallery')}
+  ex = {s: prepared_records.records(builder, s) for s in ('train', 'query', 'gallery')}
   assert [(e['pid'], e['camid']) for e in ex['train']] == [(p, c) for p in train for c in (0, 1)]
   assert [(e['pid'], e['camid']) for e in ex['query']] == [(p, 0) for p in test]
   assert [(e['pid'], e['camid']) for e in ex['gallery']] == [(p, 1) for p in test]
@@ -130,12 +116,12 @@ def test_splits_follow_ls_set(prepared, split_index):
 
 def test_pipeline_reads_it(prepared):
   """The contract of data_pipelines/pipeline.py: its split index accepts the splits."""
-  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  from data_pipelines import record_index  # pylint: disable=g-import-not-at-top
   builder, _ = prepared[0]
   for split, n in (('train', 6), ('query', 3), ('gallery', 3)):
     source = builder.as_data_source(
         split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-    index = pipeline.read_index(source, split)
+    index = record_index.scan(source, split)
     assert len(index) == n and (index.num_frames > 0).all()
 
 
@@ -152,17 +138,7 @@ def test_decoded_frames(prepared):
 
 
 def _expect_failure(manual_dir, data_dir, exc, *fragments):
-  with pytest.raises(exc) as info:
-    prepare(manual_dir, data_dir)
-  message = str(info.value)
-  for fragment in fragments:
-    assert str(fragment) in message, message
-  # Nothing prepared, nothing half-written: no file under <data_dir>/ilids_vid/split_0/
-  # (TFDS keeps its own builder-level .config/metadata.json beside the configs).
-  config_dir = pathlib.Path(data_dir) / NAME / 'split_0'
-  leftovers = [p for p in config_dir.rglob('*') if p.is_file()] if config_dir.exists() else []
-  assert not leftovers, leftovers
-  return message
+  return prepared_records.expect_refusal(NAME, manual_dir, data_dir, exc, *fragments)
 
 
 def test_missing_manual_dir(tmp_path):
@@ -174,13 +150,13 @@ def test_not_extracted(tmp_path):
   manual = tmp_path / 'manual'
   manual.mkdir()
   (manual / 'iLIDS-VID.tar').write_bytes(b'not really a tar')
-  _expect_failure(manual, tmp_path / 'tfds', common.ReleaseError,
+  _expect_failure(manual, tmp_path / 'tfds', release_files.ReleaseError,
                   manual, 'i-LIDS-VID/sequences', 'iLIDS-VID.tar', 'not extracted')
 
 
 def test_extracted_two_levels_deep(tmp_path):
   make_tree(tmp_path / 'manual' / 'data' / 'ilids-vid')
-  _expect_failure(tmp_path / 'manual', tmp_path / 'tfds', common.ReleaseError,
+  _expect_failure(tmp_path / 'manual', tmp_path / 'tfds', release_files.ReleaseError,
                   'expected the iLIDS-VID release', 'data/',
                   f'Found the release in {tmp_path / "manual" / "data" / "ilids-vid"}',
                   'Extract the original iLIDS-VID.tar')
@@ -219,21 +195,7 @@ def test_truncated_frame_leaves_nothing_and_recovers(tmp_path, monkeypatch):
   # Gallery is written after train and query: the failure happens mid-prepare.
   pid = sorted(PERSONS)[int(_ls_set(6)[0][0]) - 1]
   bad = sorted((root / SEQ / 'cam2' / f'person{pid:03d}').iterdir())[-1]
-  good = bad.read_bytes()
-  bad.write_bytes(good[:len(good) // 2])
-  data_dir = tmp_path / 'tfds'
-  written_before_failure = []
-  real_read_frame = common.read_frame
-
-  def spy(path, encoding_format):
-    if pathlib.Path(path) == bad:  # what TFDS had written when the bad frame came
-      written_before_failure.extend(p.name for p in data_dir.rglob('*.array_record*'))
-    return real_read_frame(path, encoding_format)
-
-  monkeypatch.setattr(common, 'read_frame', spy)
-  _expect_failure(root, data_dir, ValueError, bad, 'complete PNG', 'IEND')
-  assert any('train' in name for name in written_before_failure), written_before_failure
-  assert not tfds.builder_cls(NAME)(data_dir=str(data_dir)).is_prepared()
-  bad.write_bytes(good)
-  builder = prepare(root, data_dir)
+  builder = prepared_records.refused_mid_preparation_then_prepared(
+      NAME, root, tmp_path / 'tfds', bad, bad.read_bytes()[:bad.stat().st_size // 2],
+      monkeypatch, 'complete PNG', 'IEND')
   assert builder.info.splits['gallery'].num_examples == 3

@@ -8,13 +8,13 @@ import h5py
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines.ls_vid  # pylint: disable=unused-import  # registers 'ls_vid'
-from data_pipelines import pipeline
-from data_pipelines import video_reid_common as common
+from data_pipelines import record_index
+from data_pipelines import release_files
 from data_pipelines.ls_vid import ls_vid_dataset_builder as lsvid
+import prepared_records
 
 # (pid, tracklet number, camera, frame numbers); cameras with 1 and 2 digits.
 TRAIN = [
@@ -69,15 +69,8 @@ def make_tree(release):
   return paths
 
 
-def _builder(tmp_path):
-  return tfds.builder_cls('ls_vid')(data_dir=str(tmp_path / 'data'), file_format='array_record')
-
-
 def _prepare(tmp_path):
-  builder = _builder(tmp_path)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
-  return builder
+  return prepared_records.prepare('ls_vid', tmp_path / 'manual', tmp_path / 'data')
 
 
 def test_prepare_fabricated_tree(tmp_path):
@@ -89,25 +82,18 @@ def test_prepare_fabricated_tree(tmp_path):
       'gallery': [(r, paths['test', i]) for i, r in enumerate(TEST) if i + 1 not in QUERY],
   }
   for split, rows in expected.items():
-    source = builder.as_data_source(split,
-                                    deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-    records = {}
-    for pos in range(len(source)):
-      f = tf.train.Example.FromString(source[pos]).features.feature
-      records[f['tracklet'].int64_list.value[0]] = f
-    assert sorted(records) == list(range(len(rows)))
-    for i, ((pid, _, cam, frames), frame_paths) in enumerate(rows):
-      f = records[i]
-      assert f['pid'].int64_list.value[0] == pid
-      assert f['camid'].int64_list.value[0] == cam - 1
-      assert f['num_frames'].int64_list.value[0] == len(frames)
-      assert list(f['frames'].bytes_list.value) == [p.read_bytes() for p in frame_paths]
-    pipeline.read_index(source, split)
+    records = prepared_records.records(builder, split)
+    assert len(records) == len(rows)
+    for record, ((pid, _, cam, frames), frame_paths) in zip(records, rows):
+      assert (record['pid'], record['camid'], record['num_frames']) == (pid, cam - 1, len(frames))
+      assert record['frames'] == [p.read_bytes() for p in frame_paths]
+    source = prepared_records.raw_source(builder, split)
+    record_index.scan(source, split)
   assert [r['pid'] for r in builder.as_data_source('query')] == [3, 2]
 
 
 def _index_error(root):
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     lsvid.lsvid_split_index(root)
   return str(e.value)
 
@@ -119,10 +105,10 @@ def test_bad_input(tmp_path):
   # The rearranged layout some code bases use (info/list_sequence, info/data) is refused.
   (tmp_path / 'manual' / 'info').mkdir()
   shutil.move(release / 'list_sequence', tmp_path / 'manual' / 'info' / 'list_sequence')
-  with pytest.raises(common.ReleaseError) as e:
+  with pytest.raises(release_files.ReleaseError) as e:
     _prepare(tmp_path)
   assert 'list_sequence' in str(e.value) and 'LS-VID' in str(e.value)
-  assert not _builder(tmp_path).is_prepared()
+  assert not tfds.builder_cls('ls_vid')(data_dir=str(tmp_path / 'data')).is_prepared()
   shutil.move(tmp_path / 'manual' / 'info' / 'list_sequence', release / 'list_sequence')
   # Query rows out of range.
   with h5py.File(info, 'r+') as f:

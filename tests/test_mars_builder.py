@@ -9,14 +9,15 @@ import numpy as np
 from PIL import Image
 import pytest
 import scipy.io
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines.mars  # pylint: disable=unused-import  # registers 'mars'
 from data_pipelines import datasets
-from data_pipelines import pipeline
+from data_pipelines import record_index
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 from data_pipelines.mars import mars_dataset_builder as mars
+import prepared_records
 
 # The real MARS-evaluation info/ files (the developers' reference copy beside the
 # repository, or any folder holding mars_info/ named by JAXREID_REFERENCE_DIR).
@@ -143,22 +144,7 @@ def make_tree(root, nested_train=True):
 
 
 def _prepare(data_dir, manual_dir):
-  builder = tfds.builder_cls('mars')(data_dir=str(data_dir), file_format='array_record')
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def _records(builder, split):
-  source = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  out = {}
-  for pos in range(len(source)):
-    f = tf.train.Example.FromString(source[pos]).features.feature
-    out[f['tracklet'].int64_list.value[0]] = {
-        'pid': f['pid'].int64_list.value[0], 'camid': f['camid'].int64_list.value[0],
-        'num_frames': f['num_frames'].int64_list.value[0],
-        'frames': list(f['frames'].bytes_list.value)}
-  return [out[i] for i in range(len(out))], source
+  return prepared_records.prepare('mars', manual_dir, data_dir)
 
 
 def test_prepare_fabricated_tree(tmp_path, monkeypatch):
@@ -174,14 +160,15 @@ def test_prepare_fabricated_tree(tmp_path, monkeypatch):
       'gallery': [row for i, row in enumerate(TEST, 1) if i not in QUERY_ROWS],
   }
   for split, rows in expected.items():
-    records, source = _records(builder, split)
+    records = prepared_records.records(builder, split)
+    source = prepared_records.raw_source(builder, split)
     assert len(records) == len(rows)
     for rec, (pid, cam, trk, frames) in zip(records, rows):
       assert (rec['pid'], rec['camid'], rec['num_frames']) == (pid, cam - 1, len(frames))
       # The original JPEG bytes, in frame-number order.
       want = [files[_name(pid, cam, trk, f)].read_bytes() for f in sorted(frames)]
       assert rec['frames'] == want
-    index = pipeline.read_index(source, split)  # what the training pipeline reads
+    index = record_index.scan(source, split)  # what the training pipeline reads
     assert list(index.pid) == [r[0] for r in rows]
   assert builder.info.metadata['split_stats']['gallery']['tracklets'] == 6
   # Decoding through TFDS works too (frames of any size, 3 channels).
@@ -193,10 +180,8 @@ def test_prepare_fabricated_tree(tmp_path, monkeypatch):
 
 
 def _prepare_error(root):
-  with pytest.raises(common.ReleaseError) as e:
-    builder = tfds.builder_cls('mars')(data_dir=str(root / 'data'), file_format='array_record')
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(root / 'manual')))
+  with pytest.raises(release_files.ReleaseError) as e:
+    _prepare(root / 'data', root / 'manual')
   return str(e.value)
 
 

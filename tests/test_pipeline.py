@@ -4,9 +4,8 @@ eval batches that cover every frame exactly as the chunking rule says."""
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from data_pipelines import datasets, pipeline, sampling
+from data_pipelines import datasets, pipeline
 
 
 @pytest.fixture(scope='module')

@@ -15,11 +15,11 @@ import pathlib
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines.prid2011  # pylint: disable=unused-import  # registers
-from data_pipelines import video_reid_common as common
+from data_pipelines import release_files
+import prepared_records
 from data_pipelines.prid2011 import Builder
 
 NAME = 'prid2011'
@@ -75,21 +75,7 @@ def make_tree(base, cam_a, cam_b, splits=None):
 
 
 def prepare(manual_dir, data_dir, config='split_0'):
-  builder = tfds.builder_cls(NAME)(config=config, data_dir=str(data_dir),
-                                  file_format='array_record')
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-  return builder
-
-
-def raw_examples(builder, split):
-  source = builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  out = []
-  for i in range(len(source)):
-    f = tf.train.Example.FromString(source[i]).features.feature
-    out.append({k: (list(f[k].bytes_list.value) if k == 'frames' else f[k].int64_list.value[0])
-                for k in ('frames', 'pid', 'camid', 'tracklet', 'num_frames')})
-  return sorted(out, key=lambda e: e['tracklet'])
+  return prepared_records.prepare(NAME, manual_dir, data_dir, config)
 
 
 def _pid(name):
@@ -132,7 +118,7 @@ def test_real_split_file(real, split_index):
   test = sorted(_pid(n) for n in splits[split_index]['test'])
   train = sorted(_pid(n) for n in splits[split_index]['train'])
   assert len(test) == len(train) == 89
-  ex = {s: raw_examples(builder, s) for s in ('train', 'query', 'gallery')}
+  ex = {s: prepared_records.records(builder, s) for s in ('train', 'query', 'gallery')}
   assert {s: len(e) for s, e in ex.items()} == {'train': 178, 'query': 89, 'gallery': 89}
   assert {s: builder.info.splits[s].num_examples for s in ex} == {
       'train': 178, 'query': 89, 'gallery': 89}
@@ -174,23 +160,13 @@ def test_torchreid_layout_with_split_file_in_manual_root(tmp_path):
   (manual / SPLITS_FILE).write_text(json.dumps(SMALL_SPLITS))
   (manual / 'ilids-vid').mkdir()  # another dataset sharing the manual folder
   builder = prepare(manual, tmp_path / 'tfds', 'split_3')
-  ex = {s: raw_examples(builder, s) for s in ('train', 'query', 'gallery')}
+  ex = {s: prepared_records.records(builder, s) for s in ('train', 'query', 'gallery')}
   assert [(e['pid'], e['camid']) for e in ex['train']] == [(1, 0), (1, 1), (4, 0), (4, 1)]
   assert [e['pid'] for e in ex['query']] == [e['pid'] for e in ex['gallery']] == [2, 9]
 
 
 def _expect_failure(manual_dir, data_dir, exc, *fragments):
-  with pytest.raises(exc) as info:
-    prepare(manual_dir, data_dir)
-  message = str(info.value)
-  for fragment in fragments:
-    assert str(fragment) in message, message
-  # Nothing prepared, nothing half-written: no file under <data_dir>/prid2011/split_0/
-  # (TFDS keeps its own builder-level .config/metadata.json beside the configs).
-  config_dir = pathlib.Path(data_dir) / NAME / 'split_0'
-  leftovers = [p for p in config_dir.rglob('*') if p.is_file()] if config_dir.exists() else []
-  assert not leftovers, leftovers
-  return message
+  return prepared_records.expect_refusal(NAME, manual_dir, data_dir, exc, *fragments)
 
 
 def test_missing_manual_dir(tmp_path):
@@ -203,8 +179,8 @@ def test_not_extracted(tmp_path):
   manual.mkdir()
   (manual / 'prid_2011.zip').write_bytes(b'PK not really')
   (manual / SPLITS_FILE).write_text(json.dumps(SMALL_SPLITS))
-  _expect_failure(manual, tmp_path / 'tfds', common.ReleaseError, 'expected the PRID-2011 release',
-                  manual, 'prid_2011/multi_shot', 'prid_2011.zip', 'not extracted')
+  _expect_failure(manual, tmp_path / 'tfds', release_files.ReleaseError,
+                  'expected the PRID-2011 release', manual, 'prid_2011/multi_shot', 'prid_2011.zip', 'not extracted')
 
 
 def test_missing_split_file(tmp_path):
@@ -237,30 +213,16 @@ def test_empty_tracklet_folder(tmp_path):
   d = manual / MULTI / 'cam_a' / 'person_0002'
   for f in d.iterdir():
     f.unlink()
-  _expect_failure(manual, tmp_path / 'tfds', common.ReleaseError, d, 'frames of one tracklet',
-                  'It holds none')
+  _expect_failure(manual, tmp_path / 'tfds', release_files.ReleaseError, d,
+                  'frames of one tracklet', 'It holds none')
 
 
 def test_truncated_frame_leaves_nothing_and_recovers(tmp_path, monkeypatch):
   manual = make_tree(tmp_path / 'manual', PERSONS, PERSONS, splits=SMALL_SPLITS)
   bad = manual / MULTI / 'cam_b' / 'person_0002' / '0001.png'  # gallery: written last
-  good = bad.read_bytes()
-  bad.write_bytes(good[:-5])
-  data_dir = tmp_path / 'tfds'
-  written_before_failure = []
-  real_read_frame = common.read_frame
-
-  def spy(path, encoding_format):
-    if pathlib.Path(path) == bad:  # what TFDS had written when the bad frame came
-      written_before_failure.extend(p.name for p in data_dir.rglob('*.array_record*'))
-    return real_read_frame(path, encoding_format)
-
-  monkeypatch.setattr(common, 'read_frame', spy)
-  _expect_failure(manual, data_dir, ValueError, bad, 'complete PNG', 'IEND')
-  assert any('train' in name for name in written_before_failure), written_before_failure
-  assert not tfds.builder_cls(NAME)(data_dir=str(data_dir)).is_prepared()
-  bad.write_bytes(good)
-  builder = prepare(manual, data_dir)
+  builder = prepared_records.refused_mid_preparation_then_prepared(
+      NAME, manual, tmp_path / 'tfds', bad, bad.read_bytes()[:-5], monkeypatch,
+      'complete PNG', 'IEND')
   assert builder.info.splits['gallery'].num_examples == 2
 
 

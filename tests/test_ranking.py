@@ -1,4 +1,4 @@
-"""Tests for jaxreid.evaluation.{ranking,distance}.
+"""Tests for jaxreid.evaluation.ranking.
 
 The reference below is written from the protocol definitions (torchreid's
 eval_market1501, MARS compute_AP.m, fast-reid's mINP) as a plain per-query
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxreid.evaluation import distance
+from jaxreid.evaluation import match_lists
 from jaxreid.evaluation import ranking
 
 # ----------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def test_random_against_reference(protocol, ties):
 def test_rows_split_and_mixed_paths(monkeypatch):
   # Many matches per query: with 3 matches per kernel row every query spans
   # several rows, and with the sort threshold at 12 'auto' mixes both paths.
-  monkeypatch.setattr(ranking, '_MATCHES_PER_ROW', 3)
+  monkeypatch.setattr(match_lists, '_MATCHES_PER_ROW', 3)
   monkeypatch.setattr(ranking, 'SORT_MIN_MATCHES', 12)
   rng = np.random.default_rng(3)
   dist, q_pids, g_pids, q_cams, g_cams = random_problem(
@@ -378,33 +379,3 @@ def test_errors():
   with pytest.raises(ValueError, match='No query has a match'):
     ranking.evaluate_rank(HAND_DIST, [9, 9, 9], HAND_G_PIDS, HAND_Q_CAMS,
                           HAND_G_CAMS)
-  with pytest.raises(ValueError, match='euclidean.*cosine'):
-    distance.pairwise_distance(np.ones((2, 3)), np.ones((4, 3)), 'l1')
-  with pytest.raises(ValueError, match='dim 3.*dim 4'):
-    distance.pairwise_distance(np.ones((2, 3)), np.ones((4, 4)))
-
-
-# ----------------------------------------------------------------------------
-# Distances.
-# ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize('metric', distance.METRICS)
-def test_pairwise_distance_against_numpy(metric):
-  rng = np.random.default_rng(0)
-  qf = rng.standard_normal((37, 24)).astype(np.float32)
-  gf = rng.standard_normal((53, 24)).astype(np.float32)
-  gf[3] = 0.0  # a zero feature: cosine distance 1, as F.normalize gives
-  q64, g64 = qf.astype(np.float64), gf.astype(np.float64)
-  if metric == 'euclidean':  # squared, like torchreid
-    expected = ((q64[:, None, :] - g64[None, :, :])**2).sum(-1)
-  else:
-    qn = q64 / np.maximum(np.linalg.norm(q64, axis=1, keepdims=True), 1e-12)
-    gn = g64 / np.maximum(np.linalg.norm(g64, axis=1, keepdims=True), 1e-12)
-    expected = 1.0 - qn @ gn.T
-  out = distance.pairwise_distance(qf, gf, metric, block_size=16)
-  assert isinstance(out, np.ndarray) and out.dtype == np.float32
-  assert out.shape == (37, 53)
-  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(out[:, 3], 1.0 if metric == 'cosine' else
-                             (q64**2).sum(1), rtol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_pipelines.synthetic_video_reid  # pylint: disable=unused-import  # registers
-from data_pipelines.synthetic_video_reid import render
+from data_pipelines.synthetic_video_reid import canvas, generative_model, render
 from data_pipelines.synthetic_video_reid import splits
 from data_pipelines.synthetic_video_reid import Builder
 from data_pipelines.synthetic_video_reid import SyntheticConfig
@@ -30,10 +30,8 @@ class _RawJpeg(tfds.decode.SkipDecoding):
 
 def _tiny_config(**overrides):
   tiny = next(c for c in Builder.BUILDER_CONFIGS if c.name == 'tiny')
-  fields = {f.name: getattr(tiny, f.name)
-            for f in dataclasses.fields(splits.GenerationParams)}
-  fields.update(overrides)
-  return SyntheticConfig(name=f'tiny_custom_{len(overrides)}', **fields)
+  return SyntheticConfig(name=f'tiny_custom_{len(overrides)}',
+                         params=dataclasses.replace(tiny.params, **overrides))
 
 
 def _read(builder, split):
@@ -73,14 +71,14 @@ def test_data_source_random_access(prepared):
     ex = source[i]
     assert ex['tracklet'] == i
     assert len(ex['frames']) == ex['num_frames']
-    assert tiny.min_len <= ex['num_frames'] <= tiny.max_len
+    assert tiny.params.min_len <= ex['num_frames'] <= tiny.params.max_len
     for f in ex['frames']:
       assert isinstance(f, bytes) and f[:2] == b'\xff\xd8'  # JPEG SOI marker
     frame = np.asarray(Image.open(io.BytesIO(ex['frames'][0])))
-    assert frame.shape == (tiny.height, tiny.width, 3) and frame.dtype == np.uint8
+    assert frame.shape == (tiny.params.height, tiny.params.width, 3) and frame.dtype == np.uint8
   # Default decoding gives uint8 frames.
   decoded = builder.as_data_source('query')[0]
-  assert np.asarray(decoded['frames'][0]).shape == (tiny.height, tiny.width, 3)
+  assert np.asarray(decoded['frames'][0]).shape == (tiny.params.height, tiny.params.width, 3)
 
 
 def test_determinism(prepared):
@@ -99,7 +97,7 @@ def test_determinism(prepared):
 
 def test_dataset_matches_plan(prepared):
   builder = prepared[0]
-  plan = splits.make_split_plan(builder.builder_config)
+  plan = splits.make_split_plan(builder.builder_config.params)
   for split in splits.SPLITS:
     examples = _read(builder, split)
     assert len(examples) == len(plan.splits[split])
@@ -141,7 +139,7 @@ def test_split_counts_by_hand():
 
 def test_split_statistics(prepared):
   builder = prepared[0]
-  cfg = builder.builder_config
+  cfg = builder.builder_config.params
   tr, q, g = (_read(builder, s) for s in splits.SPLITS)
   train_pids = {int(e['pid']) for e in tr}
   test_pids = {int(e['pid']) for e in q + g if e['pid'] > 0}
@@ -196,7 +194,7 @@ def test_default_plan_sizes():
 
 def test_gait_twins(prepared):
   builder = prepared[0]
-  plan = splits.make_split_plan(builder.builder_config)
+  plan = splits.make_split_plan(builder.builder_config.params)
   assert plan.twin_pairs
   twin_pids = {int(e['pid']) for s in splits.SPLITS for e in _read(builder, s)
                if e['gait_twin']}
@@ -221,12 +219,12 @@ def test_gait_twins(prepared):
 
   ra, rb = draw(a), draw(b)
   assert not np.array_equal(ra, rb)
-  np.testing.assert_array_equal(draw(render.Identity(a.appearance, b.gait)), rb)
+  np.testing.assert_array_equal(draw(generative_model.Identity(a.appearance, b.gait)), rb)
 
 
 def test_render_shapes_and_determinism():
   rng = np.random.default_rng(0)
-  ident, cam = render.sample_identity(rng), render.sample_camera(rng)
+  ident, cam = generative_model.sample_identity(rng), generative_model.sample_camera(rng)
   for h, w in ((64, 32), (128, 64), (32, 16)):
     x = render.render_tracklet(ident, cam, 5, np.random.default_rng(1), h, w)
     y = render.render_tracklet(ident, cam, 5, np.random.default_rng(1), h, w)
@@ -240,11 +238,11 @@ def test_render_shapes_and_determinism():
 
 
 def test_pose_is_periodic_and_grounded():
-  ident = render.sample_identity(np.random.default_rng(5))
+  ident = generative_model.sample_identity(np.random.default_rng(5))
   g = ident.gait
   period = 1.0 / g.frequency
   phase = 2 * np.pi * g.frequency * np.array([0.0, period, 0.3 * period])
-  p = render.pose(ident.appearance, g, phase)
+  p = canvas.pose(ident.appearance, g, phase)
   np.testing.assert_allclose(p['ankle_n'][0], p['ankle_n'][1], atol=1e-9)
   lowest = np.maximum(p['ankle_n'][:, 1], p['ankle_f'][:, 1])
   np.testing.assert_allclose(lowest, lowest[0], atol=1e-9)  # a foot on the ground

@@ -15,11 +15,11 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from data_pipelines import datasets
-from data_pipelines import video_reid_common as common
+from data_pipelines import provenance
+from data_pipelines import release_files
+import prepared_records
 
 # split -> [(person, camera, tracklet, frame numbers in their names, format)], in the
 # order the builder must emit them (person, camera, tracklet names sorted).
@@ -102,26 +102,16 @@ def _prepare(tmp_path, root, **kwargs):
                           manual_dir=str(root), **kwargs)
 
 
-def _records(builder, split) -> list:
-  source = builder.as_data_source(split,
-                                  deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  records = {}
-  for pos in range(len(source)):
-    feature = tf.train.Example.FromString(source[pos]).features.feature
-    records[feature['tracklet'].int64_list.value[0]] = feature
-  return [records[i] for i in range(len(records))]
-
-
 def _check_prepared(builder, paths):
   for split, rows in TREE.items():
-    records = _records(builder, split)
-    assert [r['pid'].int64_list.value[0] for r in records] == PIDS[split]
-    assert [r['camid'].int64_list.value[0] for r in records] == CAMIDS[split]
+    records = prepared_records.records(builder, split)
+    assert [r['pid'] for r in records] == PIDS[split]
+    assert [r['camid'] for r in records] == CAMIDS[split]
     for i, (record, (person, camera, tracklet, numbers, _)) in enumerate(zip(records, rows)):
-      assert record['num_frames'].int64_list.value[0] == len(numbers)
+      assert record['num_frames'] == len(numbers)
       # The original bytes, in frame-number order.
-      assert list(record['frames'].bytes_list.value) == [p.read_bytes() for p in paths[split, i]]
-      names = [record[k].bytes_list.value[0].decode() for k in
+      assert record['frames'] == [p.read_bytes() for p in paths[split, i]]
+      names = [record[k] for k in
                ('person_name', 'camera_name', 'tracklet_name')]
       assert names == [person, camera, tracklet]
   assert builder.info.metadata['person_names'] == ['ann', 'bob', 'cy', 'dee', 'eve', 'fay']
@@ -143,11 +133,11 @@ def test_prepare_manifest(tmp_path):
   builder = _prepare(tmp_path, tmp_path / 'mine')
   _check_prepared(builder, paths)  # the same dataset as the tree
   assert builder.info.metadata['layout'] == 'manifest'
-  source = builder.info.metadata[common.SOURCE_KEY]
+  source = builder.info.metadata[provenance.SOURCE_KEY]
   assert source['paths'] == sorted(str(tmp_path / 'mine' / p) for p in ('manifest.csv', 'pool'))
 
 
-def _refused(tmp_path, root, error=common.ReleaseError) -> str:
+def _refused(tmp_path, root, error=release_files.ReleaseError) -> str:
   """The one-line message of a preparation that fails, after checking nothing was stored."""
   with pytest.raises(error) as e:
     _prepare(tmp_path, root)
@@ -213,7 +203,7 @@ def test_bad_manifests(tmp_path):
   manifest = root / 'manifest.csv'
   lines = manifest.read_text().splitlines()
   missing = root / 'pool' / 'gone_7.jpg'
-  manifest.write_text('\n'.join(lines[:5] + [f'cam_a,t1,pool/gone_7.jpg,ann,train'] + lines[5:]))
+  manifest.write_text('\n'.join(lines[:5] + ['cam_a,t1,pool/gone_7.jpg,ann,train'] + lines[5:]))
   message = _refused(tmp_path, root)
   assert message.startswith(f'{manifest}, row 6: expected a frame_path naming an existing file')
   assert f'{missing} does not exist' in message
@@ -258,7 +248,7 @@ def test_changed_tree_is_refused_until_reprepare(tmp_path):
   with pytest.raises(ValueError, match='the release changed since'):
     _prepare(tmp_path, root)  # again: never silently adopted
   builder = _prepare(tmp_path, root, reprepare=True)
-  assert _records(builder, 'train')[0]['num_frames'].int64_list.value[0] == 4
+  assert prepared_records.records(builder, 'train')[0]['num_frames'] == 4
   assert _prepare(tmp_path, root).is_prepared()  # current again: reused
 
   # Relabelling by renaming a folder keeps every file's size and time: still a change.

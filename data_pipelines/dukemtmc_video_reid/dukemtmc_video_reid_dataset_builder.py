@@ -39,6 +39,8 @@ import re
 
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 NUM_CAMERAS = 8
@@ -104,13 +106,14 @@ def duke_split_index(root) -> dict:
   root = pathlib.Path(root)
   index = {}
   for split in common.SPLITS:
-    split_dir = common.require_dir(root / split, f'the {split} folder of DukeMTMC-VideoReID '
-                                   '(<pid>/<tracklet>/<frames>.jpg)', _TODO)
+    split_dir = release_files.require_path(
+        root / split, f'the {split} folder of DukeMTMC-VideoReID (<pid>/<tracklet>/<frames>.jpg)',
+        _TODO)
     tracklets = []
     for pid_name in _sorted_dirs(split_dir):
       pid_dir = split_dir / pid_name
       if not pid_name.isdigit():
-        raise common.release_error(pid_dir, 'a person folder named by its 4-digit id',
+        raise release_files.release_error(pid_dir, 'a person folder named by its 4-digit id',
                                    f'Found {pid_name!r}. {_TODO}')
       pid = int(pid_name)
       for trk_name in _sorted_dirs(pid_dir):
@@ -118,27 +121,27 @@ def duke_split_index(root) -> dict:
         names = [n for n in os.listdir(trk_dir)
                  if not n.startswith('.') and n.lower().endswith('.jpg')]
         if not names:
-          raise common.release_error(trk_dir, 'a tracklet folder holding its .jpg frames',
+          raise release_files.release_error(trk_dir, 'a tracklet folder holding its .jpg frames',
                                      f'It has none. {_TODO}')
-        names = common.sort_frames(names, _frame_key, where=str(trk_dir))
+        names = release_files.sort_frames(names, _frame_key, where=str(trk_dir))
         fields = [NAME_RE.fullmatch(n) for n in names]
         wrong_pid = [n for n, m in zip(names, fields) if int(m['pid']) != pid]
         if wrong_pid:
-          raise common.release_error(trk_dir / wrong_pid[0],
+          raise release_files.release_error(trk_dir / wrong_pid[0],
                                      f'frames of person {pid_name} (the folder)',
                                      f'The name says person {wrong_pid[0][:4]}. {_TODO}')
         cams = sorted({int(m['cam']) for m in fields})
         if len(cams) != 1:
-          raise common.release_error(trk_dir, 'the frames of one tracklet, from one camera',
+          raise release_files.release_error(trk_dir, 'the frames of one tracklet, from one camera',
                                      f'Its frames are from cameras {cams}. {_TODO}')
         if not 1 <= cams[0] <= NUM_CAMERAS:
-          raise common.release_error(trk_dir / names[0], f'a camera C1..C{NUM_CAMERAS}',
+          raise release_files.release_error(trk_dir / names[0], f'a camera C1..C{NUM_CAMERAS}',
                                      f'Got C{cams[0]}. {_TODO}')
         tracklets.append(common.Tracklet(
             pid=pid, camid=cams[0] - 1,
             frames=tuple(f'{split}/{pid_name}/{trk_name}/{n}' for n in names)))
     if not tracklets:
-      raise common.release_error(split_dir, 'person folders with tracklets',
+      raise release_files.release_error(split_dir, 'person folders with tracklets',
                                  f'It is empty. {_TODO}')
     index[split] = tracklets
   return index
@@ -146,7 +149,7 @@ def duke_split_index(root) -> dict:
 
 def find_root(manual_dir) -> pathlib.Path:
   """The DukeMTMC-VideoReID folder under ``manual_dir`` (or ``manual_dir`` itself)."""
-  return common.find_release_root(
+  return release_files.find_release_root(
       manual_dir, common.SPLITS,
       (RELEASE_DIR, '', f'dukemtmc-vidreid/{RELEASE_DIR}'),
       expected='the DukeMTMC-VideoReID release: train/, query/ and gallery/ folders',
@@ -170,7 +173,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     root = find_root(os.fspath(dl_manager.manual_dir))
     index = duke_split_index(root)
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
-    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+    self.info.metadata[provenance.SOURCE_KEY] = provenance.source_record(
         dl_manager.manual_dir, [root / split for split in common.SPLITS])
     return {split: self._generate_examples(index[split], root, split)
             for split in common.SPLITS}

@@ -42,6 +42,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 NUM_SPLITS = 10
@@ -109,7 +111,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 }""")
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = common.find_release_root(
+    root = release_files.find_release_root(
         os.fspath(dl_manager.manual_dir), _MARKERS, search_subfolders=True,
         expected=f'the iLIDS-VID release ({_SEQUENCES}/cam1 and cam2, and {_SPLITS_MAT!r}), '
         'in the manual folder or in one subfolder of it', todo=_REDO)
@@ -122,7 +124,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     tracklets['train'] = [_tracklet(root, person, camid)
                           for person in train_dirs for camid in (0, 1)]
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in tracklets.items()}
-    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+    self.info.metadata[provenance.SOURCE_KEY] = provenance.source_record(
         dl_manager.manual_dir, [root / _SEQUENCES, root / _SPLITS_MAT])
     return {split: self._generate_examples(tracklets[split], root, split)
             for split in common.SPLITS}
@@ -136,8 +138,8 @@ def _person_dirs(camera_dir: pathlib.Path) -> list[str]:
   names = sorted(p.name for p in camera_dir.iterdir() if p.is_dir() and not p.name.startswith('.'))
   for name in names:
     if not _PERSON_DIR.fullmatch(name):
-      raise common.release_error(camera_dir / name, f'only personNNN folders in {camera_dir}',
-                                 _REDO)
+      raise release_files.release_error(camera_dir / name,
+                                        f'only personNNN folders in {camera_dir}', _REDO)
   if not names:
     raise FileNotFoundError(f'No person folders in {camera_dir}: expected personNNN folders. '
                             f'{_REDO}')
@@ -157,20 +159,20 @@ def _read_split(root: pathlib.Path, split_index: int) -> tuple[list[str], list[s
     with mat_path.open('rb') as f:
       ls_set = scipy_io.loadmat(f)['ls_set']
   except (ValueError, TypeError, KeyError, NotImplementedError, OSError) as e:
-    raise common.release_error(mat_path, 'a MATLAB file with a 10 x 300 matrix ls_set',
+    raise release_files.release_error(mat_path, 'a MATLAB file with a 10 x 300 matrix ls_set',
                                f'Cannot read it ({type(e).__name__}: {e}). {_REDO}') from e
   persons = _person_dirs(root / _SEQUENCES / 'cam1')
   n = len(persons)
   ls_set = np.asarray(ls_set)
   if ls_set.ndim != 2 or ls_set.shape[0] != NUM_SPLITS or ls_set.shape[1] != n:
-    raise common.release_error(
+    raise release_files.release_error(
         mat_path, f'an ls_set of shape ({NUM_SPLITS}, {n}): one row per split, one column per '
         f'person folder of {root / _SEQUENCES / "cam1"} ({n} folders; the release has 300)',
         f'Its shape is {ls_set.shape}. {_REDO}')
   row = ls_set[split_index]
   if (not np.all(row == np.round(row))
       or not np.array_equal(np.sort(row.astype(np.int64)), np.arange(1, n + 1))):
-    raise common.release_error(
+    raise release_files.release_error(
         mat_path, f'in row {split_index} of ls_set, a permutation of 1..{n} (1-based indices '
         'of the cam1 person folders)', f'It is not one. {_REDO}')
   row = row.astype(np.int64) - 1
@@ -194,6 +196,6 @@ def _tracklet(root: pathlib.Path, person: str, camid: int) -> common.Tracklet:
       return f'Its camera or person differs from its folder {cam}/{person}'
     return None
 
-  names = common.list_frames(root / folder, '.png', _FRAME, example=f'{cam}_{person}_00317.png',
-                             todo=_REDO, check=check)
+  names = release_files.list_frames(root / folder, '.png', _FRAME,
+                                    example=f'{cam}_{person}_00317.png', todo=_REDO, check=check)
   return common.Tracklet(pid=pid, camid=camid, frames=tuple(f'{folder}/{n}' for n in names))

@@ -46,6 +46,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 NUM_CAMERAS = 15
@@ -97,12 +99,12 @@ def read_sequence_list(path) -> list:
     if not fields:
       continue
     if len(fields) != 2 or not fields[1].lstrip('-').isdigit():
-      raise common.release_error(f'{path}, line {number}',
+      raise release_files.release_error(f'{path}, line {number}',
                                  "'<path prefix> <pid>', e.g. 'tracklet_train/0001/0001_0001_1_ 1'",
                                  f'Got {line!r}. {_TODO}')
     rows.append((fields[0], int(fields[1])))
   if not rows:
-    raise common.release_error(path, 'one tracklet per line', f'It is empty. {_TODO}')
+    raise release_files.release_error(path, 'one tracklet per line', f'It is empty. {_TODO}')
   return rows
 
 
@@ -115,7 +117,7 @@ def _read_mat_arrays(path: pathlib.Path) -> tuple:
   if h5py is not None and h5py.is_hdf5(str(path)):
     with h5py.File(str(path), 'r') as f:
       if 'query' not in f:
-        raise common.release_error(path, "an HDF5 dataset 'query' (1-based query rows of "
+        raise release_files.release_error(path, "an HDF5 dataset 'query' (1-based query rows of "
                                    'list_seq_test.txt)', f'It holds {sorted(f)}. {_TODO}')
       info = np.asarray(f['info_test']) if 'info_test' in f else None
       return np.asarray(f['query']), info, True  # MATLAB arrays are stored transposed.
@@ -123,12 +125,12 @@ def _read_mat_arrays(path: pathlib.Path) -> tuple:
     import scipy.io  # pylint: disable=g-import-not-at-top
     contents = scipy.io.loadmat(str(path))
   except Exception as e:  # pylint: disable=broad-except
-    raise common.release_error(
+    raise release_files.release_error(
         path, 'a MATLAB v7.3 (HDF5) file holding query and info_test',
         f'It could not be read ({type(e).__name__}: {e}; h5py '
         f'{"is" if h5py else "is not"} installed). {_TODO}') from None
   if 'query' not in contents:
-    raise common.release_error(path, "a variable 'query'",
+    raise release_files.release_error(path, "a variable 'query'",
                                f'It holds {sorted(k for k in contents if k[:2] != "__")}.')
   return np.asarray(contents['query']), contents.get('info_test'), False
 
@@ -141,7 +143,7 @@ def read_info_test(path, num_test: int) -> tuple:
   rows = np.round(query).astype(np.int64)
   if (not len(rows) or not np.array_equal(rows, query) or rows.min() < 1
       or rows.max() > num_test or len(np.unique(rows)) != len(rows)):
-    raise common.release_error(
+    raise release_files.release_error(
         path, f'query: distinct 1-based row numbers of list_seq_test.txt (1..{num_test})',
         f'Got {len(rows)} values{f" in [{query.min()}, {query.max()}]" if len(rows) else ""}. '
         'info_test.mat and list_seq_test.txt must come from the same release. ' + _TODO)
@@ -150,7 +152,7 @@ def read_info_test(path, num_test: int) -> tuple:
     if transposed and info.ndim == 2 and info.shape[0] == 4:
       info = info.T
     if info.ndim != 2 or info.shape != (num_test, 4):
-      raise common.release_error(
+      raise release_files.release_error(
           path, f'info_test: one row [start, end, pid, cam] per test tracklet ({num_test})',
           f'Got shape {info.shape}. info_test.mat and list_seq_test.txt must come from the '
           'same release. ' + _TODO)
@@ -196,18 +198,18 @@ def _tracklets(rows: list, root: pathlib.Path, list_path: str, listing: _Listing
     folder = root / folder_rel
     names = listing.with_prefix(folder, base)
     if not names:
-      raise common.release_error(
+      raise release_files.release_error(
           root / (prefix + '*.jpg'), f'the frames of the tracklet on line {number} of {list_path}',
           f'No file matches. Extract the tracklet_* folders of the archive completely into '
           f'{root}. ' + _TODO)
-    names = common.sort_frames(names, common.trailing_number, where=str(folder))
+    names = release_files.sort_frames(names, release_files.trailing_number, where=str(folder))
     try:
       cams = sorted({_camera(n) for n in names})
     except ValueError as e:
-      raise common.release_error(folder / names[0], "an LS-VID frame name "
+      raise release_files.release_error(folder / names[0], "an LS-VID frame name "
                                  "'<pid>_<n>_<camera>_<frame>.jpg'", f'{e}. {_TODO}') from None
     if len(cams) != 1 or not 1 <= cams[0] <= NUM_CAMERAS:
-      raise common.release_error(
+      raise release_files.release_error(
           root / (prefix + '*.jpg'),
           f'the frames of one tracklet, from one camera in 1..{NUM_CAMERAS}',
           f'Its frames name cameras {cams} (line {number} of {list_path}). ' + _TODO)
@@ -225,10 +227,11 @@ def lsvid_split_index(root) -> dict:
       whose pid or camera disagrees with the list and the file names.
   """
   root = pathlib.Path(root)
-  lists = {k: common.require_file(root / v, f'the LS-VID sequence list {v}', _TODO)
+  lists = {k: release_files.require_path(root / v, f'the LS-VID sequence list {v}', _TODO,
+                                          kind='file')
            for k, v in LIST_FILES.items()}
-  info_path = common.require_file(root / INFO_TEST, 'the LS-VID test split file '
-                                  '(query indices and info_test)', _TODO)
+  info_path = release_files.require_path(root / INFO_TEST, 'the LS-VID test split file '
+                                         '(query indices and info_test)', _TODO, kind='file')
   listing = _Listing()
   train = _tracklets(read_sequence_list(lists['train']), root, LIST_FILES['train'], listing)
   test_rows = read_sequence_list(lists['test'])
@@ -237,7 +240,7 @@ def lsvid_split_index(root) -> dict:
   if info is not None:
     for i, (tracklet, row) in enumerate(zip(test, info)):
       if (tracklet.pid, tracklet.camid + 1) != (int(row[2]), int(row[3])):
-        raise common.release_error(
+        raise release_files.release_error(
             f'{info_path}, info_test row {i + 1}',
             f'pid {tracklet.pid} and camera {tracklet.camid + 1}, as line {i + 1} of '
             f'{LIST_FILES["test"]} and its file names say',
@@ -254,7 +257,7 @@ def lsvid_split_index(root) -> dict:
 
 def find_root(manual_dir) -> pathlib.Path:
   """The LS-VID folder under ``manual_dir`` (or ``manual_dir`` itself)."""
-  return common.find_release_root(
+  return release_files.find_release_root(
       manual_dir, ('list_sequence', 'test/data'), (RELEASE_DIR, ''),
       expected='the LS-VID release: list_sequence/, test/data/info_test.mat, tracklet_*/',
       todo=_TODO)
@@ -278,7 +281,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
     # The lists, info_test.mat and the top folders of the frames (tracklet_train/, ...).
     frame_dirs = {t.frames[0].split('/')[0] for ts in index.values() for t in ts}
-    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+    self.info.metadata[provenance.SOURCE_KEY] = provenance.source_record(
         dl_manager.manual_dir, [root / f for f in (*LIST_FILES.values(), INFO_TEST)]
         + [root / d for d in frame_dirs])
     return {split: self._generate_examples(index[split], root, split)

@@ -58,6 +58,8 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 NUM_CAMERAS = 6
@@ -134,16 +136,16 @@ def _read_names(path: pathlib.Path) -> list:
   try:
     text = path.read_bytes().decode('ascii')
   except UnicodeDecodeError as e:
-    raise common.release_error(path, 'a text file of JPEG names, one per line',
+    raise release_files.release_error(path, 'a text file of JPEG names, one per line',
                                f'It is not ASCII text ({e}). {_INFO_TODO}') from None
   names = [line.strip() for line in text.splitlines()]
   while names and not names[-1]:
     names.pop()
   if not names:
-    raise common.release_error(path, 'a text file of JPEG names, one per line',
+    raise release_files.release_error(path, 'a text file of JPEG names, one per line',
                                f'It is empty. {_INFO_TODO}')
   if '' in names:
-    raise common.release_error(path, 'no blank lines between names (rows of the track '
+    raise release_files.release_error(path, 'no blank lines between names (rows of the track '
                                'tables count lines)',
                                f'Line {names.index("") + 1} is blank. {_INFO_TODO}')
   return names
@@ -157,33 +159,33 @@ def _read_mat(path: pathlib.Path, variable: str) -> np.ndarray:
   try:
     contents = scipy.io.loadmat(str(path))
   except NotImplementedError:
-    raise common.release_error(path, f'a MATLAB v5 .mat file holding {variable!r}',
+    raise release_files.release_error(path, f'a MATLAB v5 .mat file holding {variable!r}',
                                f'It is a v7.3 (HDF5) file, not the original. {_INFO_TODO}'
                                ) from None
   except Exception as e:  # pylint: disable=broad-except
-    raise common.release_error(path, f'a MATLAB .mat file holding {variable!r}',
+    raise release_files.release_error(path, f'a MATLAB .mat file holding {variable!r}',
                                f'Reading it failed ({type(e).__name__}: {e}). {_INFO_TODO}'
                                ) from None
   if variable not in contents:
     found = sorted(k for k in contents if not k.startswith('__'))
-    raise common.release_error(path, f'the variable {variable!r}',
+    raise release_files.release_error(path, f'the variable {variable!r}',
                                f'It holds {found}. {_INFO_TODO}')
   return np.asarray(contents[variable])
 
 
 def _track_table(array: np.ndarray, path, num_names: int, names_file: str) -> np.ndarray:
   if array.ndim != 2 or array.shape[1] != 4 or not len(array):
-    raise common.release_error(path, 'an (N, 4) table [start, end, pid, cam]',
+    raise release_files.release_error(path, 'an (N, 4) table [start, end, pid, cam]',
                                f'Got shape {array.shape}. {_INFO_TODO}')
   table = array.astype(np.int64)
   if not np.array_equal(table, array):
-    raise common.release_error(path, 'integer rows [start, end, pid, cam]',
+    raise release_files.release_error(path, 'integer rows [start, end, pid, cam]',
                                f'It holds non-integers. {_INFO_TODO}')
   start, end = table[:, 0], table[:, 1]
   bad = np.flatnonzero((start < 1) | (end < start) | (end > num_names))
   if len(bad):
     i = int(bad[0])
-    raise common.release_error(
+    raise release_files.release_error(
         path, f'1-based inclusive row ranges within the {num_names} lines of {names_file}',
         f'Row {i + 1} is {table[i].tolist()}. The track tables and the name lists come from '
         f'different releases: take all five info/ files from one copy. {_INFO_TODO}')
@@ -200,7 +202,8 @@ def read_mars_info(info_dir) -> MarsInfo:
       'tracks_test_info.mat': 'the test track table',
       'query_IDX.mat': 'the query indices',
   }
-  paths = {name: common.require_file(info_dir / name, f'{what} of MARS ({name})', _INFO_TODO)
+  paths = {name: release_files.require_path(info_dir / name, f'{what} of MARS ({name})',
+                                            _INFO_TODO, kind='file')
            for name, what in expected.items()}
   train_names = _read_names(paths['train_name.txt'])
   test_names = _read_names(paths['test_name.txt'])
@@ -213,7 +216,7 @@ def read_mars_info(info_dir) -> MarsInfo:
   if (not len(query_idx) or not np.array_equal(query_idx, query)
       or query_idx.min() < 1 or query_idx.max() > len(track_test)
       or len(np.unique(query_idx)) != len(query_idx)):
-    raise common.release_error(
+    raise release_files.release_error(
         paths['query_IDX.mat'],
         f'distinct 1-based row numbers of tracks_test_info.mat (1..{len(track_test)})',
         f'Got {len(query_idx)} values in [{query.min() if len(query) else "-"}, '
@@ -229,7 +232,7 @@ def _parse_names(names: list, path: str) -> tuple:
   for i, name in enumerate(names):
     m = fullmatch(name)
     if m is None:
-      raise common.release_error(
+      raise release_files.release_error(
           f'{path}, line {i + 1}', "a MARS frame name like '0001C1T0001F001.jpg'",
           f'Got {name!r}. {_INFO_TODO}')
     pid[i] = _parse_pid(m['pid'])
@@ -246,14 +249,14 @@ def _tracklets(names: list, table: np.ndarray, rows, names_path: str,
     start, end, row_pid, row_cam = (int(v) for v in table[row])
     lo, hi = start - 1, end
     if not 1 <= row_cam <= NUM_CAMERAS:
-      raise common.release_error(f'{table_path}, row {row + 1}',
+      raise release_files.release_error(f'{table_path}, row {row + 1}',
                                  f'a camera in 1..{NUM_CAMERAS}',
                                  f'Got {table[row].tolist()}. {_INFO_TODO}')
     for what, values, want in (('person', pid, row_pid), ('camera', cam, row_cam)):
       wrong = np.flatnonzero(values[lo:hi] != want)
       if len(wrong):
         line = lo + int(wrong[0])
-        raise common.release_error(
+        raise release_files.release_error(
             f'{table_path}, row {row + 1}',
             f'lines {start}..{end} of {os.path.basename(names_path)} to be frames of one '
             f'tracklet of person {row_pid}, camera {row_cam} (row {table[row].tolist()})',
@@ -264,7 +267,7 @@ def _tracklets(names: list, table: np.ndarray, rows, names_path: str,
     dup = np.flatnonzero((np.diff(t) == 0) & (np.diff(f) == 0))
     if len(dup):
       a, b = (names[lo + int(order[dup[0] + k])] for k in (0, 1))
-      raise common.release_error(f'{names_path}, lines {start}..{end}',
+      raise release_files.release_error(f'{names_path}, lines {start}..{end}',
                                  'one name per frame number in a tracklet',
                                  f'{a!r} and {b!r} have the same T and F numbers. {_INFO_TODO}')
     folder = pid_folder(row_pid)
@@ -301,7 +304,7 @@ def mars_split_index(info: MarsInfo) -> dict:
 
 def images_dir(root: pathlib.Path, subset: str) -> pathlib.Path:
   """``root/subset``, or ``root/subset/subset`` when the archive was extracted doubly."""
-  path = common.require_dir(
+  path = release_files.require_path(
       root / subset, f'the MARS images of {subset}.zip (<pid>/<name>.jpg folders)',
       f'Extract {subset}.zip into {root} (see the MANUAL_DOWNLOAD_INSTRUCTIONS of `mars`).')
   nested = path / subset
@@ -325,7 +328,7 @@ def check_frames_exist(tracklets, image_dir: pathlib.Path, names_file: str, arch
       present = set()
     missing.extend(image_dir / folder / n for n in names if n not in present)
   if missing:
-    raise common.release_error(
+    raise release_files.release_error(
         missing[0], f'the frame image listed in {names_file}',
         f'{len(missing)} of the {total} frames it lists are missing under {image_dir} '
         f'(e.g. {", ".join(str(m) for m in missing[:3])}). Extract {archive} completely '
@@ -348,7 +351,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = pathlib.Path(os.fspath(dl_manager.manual_dir))
-    info_dir = common.require_dir(
+    info_dir = release_files.require_path(
         root / 'info', 'the info/ folder of MARS-evaluation (train_name.txt, test_name.txt, '
         'tracks_train_info.mat, tracks_test_info.mat, query_IDX.mat)', _INFO_TODO)
     index = mars_split_index(read_mars_info(info_dir))
@@ -359,7 +362,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     check_frames_exist(index['query'] + index['gallery'], test_dir, 'info/test_name.txt',
                        'bbox_test.zip', root)
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in index.items()}
-    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+    self.info.metadata[provenance.SOURCE_KEY] = provenance.source_record(
         root, [info_dir, train_dir, test_dir])
     dirs = {'train': train_dir, 'query': test_dir, 'gallery': test_dir}
     return {split: self._generate_examples(index[split], dirs[split], split)

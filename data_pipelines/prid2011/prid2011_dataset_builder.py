@@ -39,6 +39,8 @@ from typing import Sequence
 
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 NUM_SPLITS = 10
@@ -118,7 +120,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = pathlib.Path(os.fspath(dl_manager.manual_dir))
-    root = common.find_release_root(
+    root = release_files.find_release_root(
         manual_dir, _MARKERS, search_subfolders=True,
         expected=f'the PRID-2011 release ({_MULTI_SHOT}/cam_a and cam_b, and {SPLITS_FILE}), '
         'in the manual folder or in one subfolder of it', todo=_LAYOUT_REDO)
@@ -137,7 +139,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  for name, camid in (('query', 0), ('gallery', 1))}
     tracklets['train'] = [tracklet(person, camid) for person in train for camid in (0, 1)]
     self.info.metadata['split_stats'] = {s: common.split_stats(t) for s, t in tracklets.items()}
-    self.info.metadata[common.SOURCE_KEY] = common.source_record(
+    self.info.metadata[provenance.SOURCE_KEY] = provenance.source_record(
         manual_dir, [root / _MULTI_SHOT / cam for cam in _CAMERAS] + [splits_file])
     return {split: self._generate_examples(tracklets[split], root, split)
             for split in common.SPLITS}
@@ -168,11 +170,11 @@ def read_split(path: pathlib.Path, split_index: int) -> tuple[list[str], list[st
   try:
     splits = json.loads(path.read_text())
   except (ValueError, UnicodeDecodeError) as e:
-    raise common.release_error(path, expected,
+    raise release_files.release_error(path, expected,
                                f'Cannot parse it ({e}). {_SPLIT_REDO}') from e
   if not isinstance(splits, list) or len(splits) != NUM_SPLITS:
     got = f'{len(splits)} entries' if isinstance(splits, list) else f'a {type(splits).__name__}'
-    raise common.release_error(path, expected, f'Got {got}. {_SPLIT_REDO}')
+    raise release_files.release_error(path, expected, f'Got {got}. {_SPLIT_REDO}')
   split = splits[split_index]
   lists = {}
   for key in ('test', 'train'):
@@ -180,13 +182,14 @@ def read_split(path: pathlib.Path, split_index: int) -> tuple[list[str], list[st
     if (not isinstance(names, list) or not names
         or not all(isinstance(n, str) and _PERSON.fullmatch(n) for n in names)
         or len(set(names)) != len(names)):
-      raise common.release_error(f'{path}, split {split_index}, "{key}"',
+      raise release_files.release_error(f'{path}, split {split_index}, "{key}"',
                                  f'{expected} (non-empty, without repetitions)', _SPLIT_REDO)
     lists[key] = sorted(names)
   both = set(lists['test']) & set(lists['train'])
   if both:
-    raise common.release_error(f'{path}, split {split_index}', 'disjoint test and train lists',
-                               f'{sorted(both)[:5]} are in both. {_SPLIT_REDO}')
+    raise release_files.release_error(f'{path}, split {split_index}',
+                                      'disjoint test and train lists',
+                                      f'{sorted(both)[:5]} are in both. {_SPLIT_REDO}')
   return lists['test'], lists['train']
 
 
@@ -198,6 +201,6 @@ def _tracklet(root: pathlib.Path, person: str, camid: int, where: str) -> common
         f'Missing folder {root / folder}: {SPLITS_FILE} lists {person} ({where}), so expected '
         f'its {cam} sequence there (every listed person has one in both cameras). Check that '
         f'the release is complete and that the split file is the standard one. {_REDO}')
-  names = common.list_frames(root / folder, '.png', _FRAME, example='0001.png', todo=_REDO)
+  names = release_files.list_frames(root / folder, '.png', _FRAME, example='0001.png', todo=_REDO)
   return common.Tracklet(pid=int(_PERSON.fullmatch(person).group('pid')), camid=camid,
                          frames=tuple(f'{folder}/{n}' for n in names))

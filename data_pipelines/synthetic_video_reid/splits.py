@@ -27,8 +27,8 @@ detection, pid -1).
 
 Gait twins: ``round(twin_fraction * n / 2)`` disjoint pairs are drawn among the
 training identities and among the test identities; the second of a pair copies
-the first's :class:`~render.Appearance` exactly and gets a clearly different
-:class:`~render.Gait` (:func:`render.make_gait_twin`).
+the first's :class:`~generative_model.Appearance` exactly and gets a clearly different
+:class:`~generative_model.Gait` (:func:`generative_model.make_gait_twin`).
 
 Randomness: identity ``i`` is sampled from ``default_rng([seed, 0, i])``, camera
 ``c`` from ``default_rng([seed, 1, c])``, the ``j``-th tracklet of identity ``i``
@@ -42,11 +42,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import numpy as np
 
-from data_pipelines.synthetic_video_reid import render
+from data_pipelines.synthetic_video_reid import generative_model, render
 
 SPLITS = ('train', 'query', 'gallery')
 
@@ -69,13 +68,6 @@ class GenerationParams:
   twin_fraction: float = 0.2
   jpeg_quality: int = 90
   seed: int = 0
-
-  @classmethod
-  def from_config(cls, config: Any) -> 'GenerationParams':
-    """Builds params from any object with (a subset of) these attribute names."""
-    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)
-              if hasattr(config, f.name)}
-    return cls(**kwargs)
 
   def validate(self) -> None:
     if self.num_cameras < 2:
@@ -171,9 +163,8 @@ def _assign(p: GenerationParams, identity: int) -> Assignment:
   return Assignment(identity, cams, counts, lengths, order[0], order[1:1 + k // 2])
 
 
-def make_split_plan(config: Any) -> SplitPlan:
-  """The full split plan for ``config`` (GenerationParams or any similar object)."""
-  p = config if isinstance(config, GenerationParams) else GenerationParams.from_config(config)
+def make_split_plan(p: GenerationParams) -> SplitPlan:
+  """The full split plan of generation parameters ``p``."""
   p.validate()
   n_tr, n_te = p.num_train_ids, p.num_test_ids
   train_ids = tuple(range(n_tr))
@@ -222,25 +213,25 @@ def make_split_plan(config: Any) -> SplitPlan:
 
 
 @functools.lru_cache(maxsize=4096)
-def _identity(seed: int, index: int, twin_source: int) -> render.Identity:
+def _identity(seed: int, index: int, twin_source: int) -> generative_model.Identity:
   if twin_source >= 0:
     base = _identity(seed, twin_source, -1)
-    return render.make_gait_twin(base, np.random.default_rng([seed, 5, index]))
-  return render.sample_identity(np.random.default_rng([seed, 0, index]))
+    return generative_model.make_gait_twin(base, np.random.default_rng([seed, 5, index]))
+  return generative_model.sample_identity(np.random.default_rng([seed, 0, index]))
 
 
-def identity_params(plan: SplitPlan, index: int) -> render.Identity:
+def identity_params(plan: SplitPlan, index: int) -> generative_model.Identity:
   """The rendered person of identity ``index`` (twins resolved)."""
   source = {b: a for a, b in plan.twin_pairs}.get(index, -1)
   return _identity(plan.params.seed, index, source)
 
 
 @functools.lru_cache(maxsize=256)
-def _camera(seed: int, camid: int) -> render.Camera:
-  return render.sample_camera(np.random.default_rng([seed, 1, camid]))
+def _camera(seed: int, camid: int) -> generative_model.Camera:
+  return generative_model.sample_camera(np.random.default_rng([seed, 1, camid]))
 
 
-def camera_params(params: GenerationParams, camid: int) -> render.Camera:
+def camera_params(params: GenerationParams, camid: int) -> generative_model.Camera:
   return _camera(params.seed, camid)
 
 

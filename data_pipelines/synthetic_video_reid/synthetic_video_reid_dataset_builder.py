@@ -26,8 +26,9 @@ Other sizes without editing code: pass a config object. Give it a name of its ow
 since prepared data is stored under ``<data_dir>/synthetic_video_reid/<name>/``::
 
   from data_pipelines.synthetic_video_reid import SyntheticConfig
-  cfg = SyntheticConfig(name='big_s1', num_train_ids=400, num_test_ids=300,
-                        num_cameras=6, height=128, width=64, seed=1)
+  from data_pipelines.synthetic_video_reid.splits import GenerationParams
+  cfg = SyntheticConfig(name='big_s1', params=GenerationParams(
+      num_train_ids=400, num_test_ids=300, num_cameras=6, height=128, width=64, seed=1))
   builder = tfds.builder('synthetic_video_reid', config=cfg)
 
 Splits of the ``default`` config (seed 0), from ``splits.make_split_plan``:
@@ -116,25 +117,19 @@ the split, examples are stored in that order (`tracklet` = position).
 
 @dataclasses.dataclass(eq=False)
 class SyntheticConfig(tfds.core.BuilderConfig):
-  """Sizes and seed of the synthetic dataset (see `splits.GenerationParams`)."""
+  """A named size and seed of the synthetic dataset: `params` says what is generated."""
 
-  num_train_ids: int = 150
-  num_test_ids: int = 100
-  num_cameras: int = 6
-  num_distractors: int = 60
-  num_junk: int = 20
-  min_cameras_per_id: int = 2
-  max_tracklets_per_camera: int = 2
-  min_len: int = 8
-  max_len: int = 48
-  height: int = 64
-  width: int = 32
-  twin_fraction: float = 0.2
-  jpeg_quality: int = 90
-  seed: int = 0
+  params: splits_lib.GenerationParams = splits_lib.GenerationParams()
 
-  def generation_params(self) -> splits_lib.GenerationParams:
-    return splits_lib.GenerationParams.from_config(self)
+
+def _named(name: str, purpose: str, **sizes) -> SyntheticConfig:
+  """A built-in config; its description is written from its parameters."""
+  p = splits_lib.GenerationParams(**sizes)
+  return SyntheticConfig(
+      name=name, params=p,
+      description=f'{purpose}: {p.num_train_ids} train ids, {p.num_test_ids} test ids, '
+      f'{p.num_cameras} cameras, {p.num_distractors} distractors, {p.num_junk} junk '
+      f'tracklets, {p.min_len}..{p.max_len} frames of {p.height}x{p.width}.')
 
 
 def _num_workers() -> int:
@@ -175,28 +170,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [
-      SyntheticConfig(
-          name='default',
-          description='Benchmark size: 150 train ids, 100 test ids, 6 cameras, '
-          '60 distractors, 20 junk tracklets, 8..48 frames of 64x32.'),
-      SyntheticConfig(
-          name='tiny',
-          description='Unit-test size: 8 train ids, 6 test ids, 3 cameras, '
-          '4 distractors, 2 junk tracklets, 4..8 frames of 64x32.',
-          num_train_ids=8, num_test_ids=6, num_cameras=3, num_distractors=4,
-          num_junk=2, min_len=4, max_len=8, twin_fraction=0.5),
-      SyntheticConfig(
-          name='full_size',
-          description='Input-pipeline benchmark: frames of 256x128, the size re-ID '
-          'models are trained at; 24 train ids, 8 test ids, 8..24 frames.',
-          num_train_ids=24, num_test_ids=8, num_distractors=4, num_junk=2,
-          min_len=8, max_len=24, height=256, width=128),
+      _named('default', 'Benchmark size'),
+      _named('tiny', 'Unit-test size', num_train_ids=8, num_test_ids=6, num_cameras=3,
+             num_distractors=4, num_junk=2, min_len=4, max_len=8, twin_fraction=0.5),
+      _named('full_size', 'Input-pipeline benchmark, at the frame size re-ID models train at',
+             num_train_ids=24, num_test_ids=8, num_distractors=4, num_junk=2, min_len=8,
+             max_len=24, height=256, width=128),
   ]
   DEFAULT_CONFIG_NAME = 'default'
 
   def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    h, w = cfg.height, cfg.width
+    params = self.builder_config.params
+    h, w = params.height, params.width
     return tfds.core.DatasetInfo(
         builder=self,
         description=DESCRIPTION,
@@ -222,11 +207,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     source; ``datasets.prepare`` refuses a copy stored under this config's name
     whose ``metadata.json`` holds other ones (a config object reusing a name).
     """
-    return {'generation_params': dataclasses.asdict(self.builder_config.generation_params())}
+    return {'generation_params': dataclasses.asdict(self.builder_config.params)}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
-    params = self.builder_config.generation_params()
+    params = self.builder_config.params
     plan = splits_lib.make_split_plan(params)
     self.info.metadata.update(self.provenance())  # {'generation_params': ...}
     self.info.metadata['twin_pairs'] = [list(p) for p in plan.twin_pairs]

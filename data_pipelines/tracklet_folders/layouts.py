@@ -16,7 +16,7 @@ four of split, person, camera and tracklet are one tracklet. Rows are numbered
 as in a spreadsheet (the header is row 1); blank rows are skipped.
 
 In both, frames are ``.jpg``, ``.jpeg`` or ``.png`` files (any case), ordered by
-the last number in their file name (``video_reid_common.sort_frames``:
+the last number in their file name (``release_files.sort_frames``:
 ``f_9.jpg`` before ``f_10.jpg``; no number, or two frames of a tracklet with one
 number, is an error), never by directory or row order; tracklets are ordered by
 (person, camera, tracklet) name. Every problem is one ``ReleaseError`` line
@@ -31,6 +31,7 @@ import dataclasses
 import os
 import pathlib
 
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 
 MANIFEST = 'manifest.csv'
@@ -69,7 +70,7 @@ def _subfolders(folder: pathlib.Path, holds: str) -> list[str]:
     frames = [e.name for e in entries if e.is_file() and _is_frame(e.name)]
     found = (f'It holds frame files ({frames[0]}, ...) but no folders: a level of the tree is '
              'missing' if frames else 'It holds none')
-    raise common.release_error(folder, holds, f'{found}. {TODO}')
+    raise release_files.release_error(folder, holds, f'{found}. {TODO}')
   return names
 
 
@@ -84,7 +85,7 @@ def read_tree(root) -> dict[str, list[NamedTracklet]]:
   root = pathlib.Path(root)
   index = {}
   for split in common.SPLITS:
-    split_dir = common.require_dir(
+    split_dir = release_files.require_path(
         root / split, f'the {split} folder of the tracklet tree, as there is no {MANIFEST}',
         TODO)
     tracklets = []
@@ -94,10 +95,10 @@ def read_tree(root) -> dict[str, list[NamedTracklet]]:
           folder = split_dir / person / camera / name
           frames = [e.name for e in _entries(folder) if e.is_file() and _is_frame(e.name)]
           if not frames:
-            raise common.release_error(
+            raise release_files.release_error(
                 folder, f'a tracklet folder holding its frames ({", ".join(FRAME_SUFFIXES)} '
                 'files)', 'It holds none: add its frames, or remove the folder.')
-          frames = common.sort_frames(frames, where=str(folder), todo=ORDER_TODO)
+          frames = release_files.sort_frames(frames, where=str(folder), todo=ORDER_TODO)
           tracklets.append(NamedTracklet(
               person, camera, name, tuple(f'{split}/{person}/{camera}/{name}/{f}'
                                           for f in frames)))
@@ -105,8 +106,8 @@ def read_tree(root) -> dict[str, list[NamedTracklet]]:
   return index
 
 
-def _cell_error(manifest, row: int, expected: str, todo: str) -> common.ReleaseError:
-  return common.release_error(f'{manifest}, row {row}', expected, todo)
+def _cell_error(manifest, row: int, expected: str, todo: str) -> release_files.ReleaseError:
+  return release_files.release_error(f'{manifest}, row {row}', expected, todo)
 
 
 def read_manifest(root) -> dict[str, list[NamedTracklet]]:
@@ -159,7 +160,7 @@ def read_manifest(root) -> dict[str, list[NamedTracklet]]:
   for (split, person, camera, name), frames in sorted(groups.items()):
     where = f'{manifest}, tracklet {name!r} of person {person!r}, camera {camera!r} ({split})'
     index[split].append(NamedTracklet(person, camera, name,
-                                      tuple(common.sort_frames(frames, where=where,
+                                      tuple(release_files.sort_frames(frames, where=where,
                                                                todo=ORDER_TODO))))
   return index
 
@@ -167,7 +168,7 @@ def read_manifest(root) -> dict[str, list[NamedTracklet]]:
 def read_layout(root) -> tuple[str, dict[str, list[NamedTracklet]], list[pathlib.Path]]:
   """(layout 'manifest' | 'tree', {split: tracklets}, the paths the copy is built from).
 
-  The paths are for ``video_reid_common.source_record``, whose fingerprint
+  The paths are for ``provenance.source_record``, whose fingerprint
   counts the files under them (number, bytes, newest time) but no names. A
   tree: the (absent) manifest, so that adding one counts as a change; the
   split folders, for frames and folders added; and every tracklet folder, so

@@ -38,6 +38,8 @@ import pathlib
 from absl import logging
 import tensorflow_datasets as tfds
 
+from data_pipelines import provenance
+from data_pipelines import release_files
 from data_pipelines import video_reid_common as common
 from data_pipelines.tracklet_folders import layouts
 
@@ -91,13 +93,13 @@ def check_splits(index: dict, source: pathlib.Path) -> None:
   """
   for split in common.SPLITS:
     if not index[split]:
-      raise common.release_error(source, f'tracklets of each of the splits '
+      raise release_files.release_error(source, f'tracklets of each of the splits '
                                  f'{", ".join(common.SPLITS)}', f'It lists none of {split}. '
                                  f'{layouts.TODO}')
   train = {t.person for t in index['train']}
   both = sorted({t.person for s in ('query', 'gallery') for t in index[s]} & train)
   if both:
-    raise common.release_error(
+    raise release_files.release_error(
         source, 'each person either in train or in query/gallery (a person name is one '
         'person in every split)', f'{len(both)} of the {len(train)} training persons are in '
         f'query/gallery too (e.g. {", ".join(map(repr, both[:3]))}): evaluating on them would '
@@ -155,7 +157,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         'person_names': persons,
         'camera_names': cameras,
         'split_stats': {s: common.split_stats(t) for s, t in tracklets.items()},
-        common.SOURCE_KEY: common.source_record(root, paths),
+        provenance.SOURCE_KEY: provenance.source_record(root, paths),
     })
     return {split: self._generate_examples(named[split], tracklets[split], root, split)
             for split in common.SPLITS}

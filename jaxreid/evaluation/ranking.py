@@ -49,7 +49,7 @@ items. Comparing the match keys among themselves gives its hit number
 AP and mINP (from ``max r_j``) follow in closed form. The cost is
 (number of matches) x G per query instead of a G log G sort. A block loops
 as often as its longest row, so a query's matches are cut into rows of at
-most ``_MATCHES_PER_ROW`` and rows are grouped by length; the host adds the
+most ``match_lists._MATCHES_PER_ROW`` and rows are grouped by length; the host adds the
 rows' partial sums back up per query. Queries with more than
 ``SORT_MIN_MATCHES`` matches (e.g. a pid-0 query against thousands of
 distractors) use a stable sort of their rows instead, which computes the
@@ -65,270 +65,29 @@ from features, so a ``(Q, G)`` matrix never exists anywhere.
 
 import functools
 import logging
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxreid.evaluation import distance as distance_lib
+from jaxreid.evaluation import match_lists, rank_kernels
 
 PROTOCOLS = ('torchreid', 'mars_official', 'with_query_in_gallery')
 METHODS = ('auto', 'count', 'sort')
 
 # Gallery pid that the official MARS protocol treats as junk.
-MARS_JUNK_PID = -1
+MARS_JUNK_PID = match_lists.MARS_JUNK_PID
 
 # Above this many matches per query, one pass over the row per match costs
 # more than sorting the row (measured on CPU, where XLA's sort is slow; it is
 # a fallback for degenerate label sets, not the MARS path).
 SORT_MIN_MATCHES = 1024
 
-# Longest slice of one query's matches that one kernel row ranks; longer
-# lists are split over several rows (see `_split_rows`).
-_MATCHES_PER_ROW = 16
-
-# Smallest padded width of the per-query match / junk lists; widths are
-# rounded up to powers of two so a dataset compiles the kernel once.
-_MIN_LIST_WIDTH = 8
-
 _LOG = logging.getLogger(__name__)
 
 BlockFn = Callable[[np.ndarray], jax.Array]
-
-
-# ----------------------------------------------------------------------------
-# Device kernels.
-# ----------------------------------------------------------------------------
-
-
-def _order_keys(dist):
-  """int32 keys with the same order and ties as the float32 distances.
-
-  Integer keys let one comparison carry the tie rule: "before item i" is
-  ``key < key_i + 1`` (i.e. <=) for lower indices and ``key < key_i`` for
-  higher ones. The map flips the magnitude bits of negative floats so that
-  signed-int order equals float order; -0.0 is first turned into +0.0 so the
-  two zeros tie, as they compare equal. NaN must be rejected separately.
-  """
-  # (`dist + 0.0` would do, but XLA simplifies it away.)
-  dist = jnp.where(dist == 0.0, jnp.float32(0.0), dist)
-  bits = lax.bitcast_convert_type(dist, jnp.int32)
-  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
-
-
-# Junk items get this key, above every float's (+inf is 0x7F800000), so no
-# threshold `key_i (+ 1)` ever counts them as closer.
-_JUNK_KEY = np.iinfo(np.int32).max
-
-
-def _hit_terms(hits, ranks):
-  """AP terms of a match that is the `hits`-th one, at 0-based `ranks`.
-
-  Returns:
-    (precision at the hit, its trapezoid-rule term), float32, same shape.
-    The trapezoid term is (precision one position earlier + precision) / 2,
-    the earlier one being 1 at rank 0 (MATLAB's p_old = 1 start).
-  """
-  hits = hits.astype(jnp.float32)
-  ranks_f = ranks.astype(jnp.float32)
-  precision = hits / (ranks_f + 1.0)
-  precision_before = jnp.where(ranks > 0,
-                               (hits - 1.0) / jnp.maximum(ranks_f, 1.0), 1.0)
-  return precision, 0.5 * (precision_before + precision)
-
-
-@jax.jit
-def _count_block(dist, match_idx, num_matches, loop_start, loop_count,
-                 junk_idx, gallery_junk):
-  """AP sums and first/last ranks by counting closer items (no sort).
-
-  Each row is a query, or one slice of a query's matches: the row ranks the
-  matches ``loop_start .. loop_start + loop_count - 1`` of its query (in
-  gallery-index order) and returns partial sums that the host adds up.
-
-  Args:
-    dist: (B, G) float32 distances of the rows' queries.
-    match_idx: (B, P) int32 gallery indices of all the query's matches,
-      padded with G; P is a static bucket >= max(num_matches).
-    num_matches: (B,) int32 number of matches of the query.
-    loop_start, loop_count: (B,) int32 slice of the matches this row ranks;
-      loop_count is 0 for padding rows.
-    junk_idx: (B, J) int32 gallery indices of same-pid same-camera items,
-      padded with G.
-    gallery_junk: (G,) bool, items that are junk for every query.
-
-  Returns:
-    dict of (B,) arrays: ap_sum, ap_trapezoid_sum (float32 sums of the
-    per-match terms of `_hit_terms`), first_rank, last_rank (int32, min and
-    max 0-based rank of the row's matches among kept items), has_nan.
-  """
-  num_rows, num_gallery = dist.shape
-  has_nan = jnp.any(jnp.isnan(dist), axis=1)  # (B,)
-  keys = _order_keys(dist)  # (B, G)
-  match_keys = jnp.take_along_axis(
-      keys, jnp.minimum(match_idx, num_gallery - 1), axis=1)  # (B, P)
-  is_match = jnp.arange(match_idx.shape[1])[None] < num_matches[:, None]
-  keys = jnp.where(gallery_junk[None], _JUNK_KEY, keys)
-  rows = jnp.arange(num_rows)[:, None]
-  keys = keys.at[rows, junk_idx].set(_JUNK_KEY, mode='drop')  # (B, G)
-  gallery_idx = jnp.arange(num_gallery)[None]  # (1, G)
-
-  def rank_one_match(j, carry):
-    ap_sum, trapezoid_sum, first, last = carry
-    pos = jnp.minimum(loop_start + j, match_idx.shape[1] - 1)[:, None]
-    key_j = jnp.take_along_axis(match_keys, pos, axis=1)  # (B, 1)
-    idx_j = jnp.take_along_axis(match_idx, pos, axis=1)  # (B, 1)
-    # Before match j: strictly closer, or tied with a lower gallery index.
-    # Its 0-based rank among kept items is the number of such kept items.
-    before = keys < jnp.where(gallery_idx < idx_j, key_j + 1, key_j)  # (B, G)
-    rank_j = jnp.sum(before, axis=1, dtype=jnp.int32)  # (B,)
-    earlier = match_keys < jnp.where(match_idx < idx_j, key_j + 1, key_j)
-    hit_j = 1 + jnp.sum(earlier & is_match, axis=1, dtype=jnp.int32)
-    precision, trapezoid = _hit_terms(hit_j, rank_j)
-    active = j < loop_count
-    return (ap_sum + jnp.where(active, precision, 0.0),
-            trapezoid_sum + jnp.where(active, trapezoid, 0.0),
-            jnp.where(active, jnp.minimum(first, rank_j), first),
-            jnp.where(active, jnp.maximum(last, rank_j), last))
-
-  zero = jnp.zeros((num_rows,), jnp.float32)
-  init = (zero, zero, jnp.full((num_rows,), num_gallery, jnp.int32),
-          jnp.full((num_rows,), -1, jnp.int32))
-  # Loop only as often as this block's longest row needs. Rows are short
-  # (at most _MATCHES_PER_ROW) and grouped by length, so little is wasted.
-  ap_sum, trapezoid_sum, first, last = lax.fori_loop(
-      0, jnp.max(loop_count), rank_one_match, init)
-  return dict(ap_sum=ap_sum, ap_trapezoid_sum=trapezoid_sum, first_rank=first,
-              last_rank=last, has_nan=has_nan)
-
-
-@jax.jit
-def _sort_block(dist, q_pids, q_camids, g_pids, g_camids, gallery_junk):
-  """Same outputs as `_count_block` (whole queries), by sorting the rows.
-
-  Args:
-    dist: (B, G) float32 distances.
-    q_pids, q_camids: (B,) int32 labels of the block's queries.
-    g_pids, g_camids: (G,) int32 gallery labels.
-    gallery_junk: (G,) bool, items that are junk for every query.
-
-  Returns:
-    The dict of `_count_block`, over all of each query's matches.
-  """
-  num_gallery = dist.shape[1]
-  has_nan = jnp.any(jnp.isnan(dist), axis=1)
-  same_pid = q_pids[:, None] == g_pids[None]  # (B, G)
-  same_cam = q_camids[:, None] == g_camids[None]
-  junk = (same_pid & same_cam) | gallery_junk[None]
-  is_match = same_pid & ~junk
-  # A stable sort keeps equal keys in gallery order (the tie rule). Junk
-  # stays where it falls; only the order among kept items matters below.
-  _, match_sorted, kept_sorted = lax.sort(
-      (_order_keys(dist), is_match, ~junk), dimension=1, num_keys=1,
-      is_stable=True)
-  hits = jnp.cumsum(match_sorted, axis=1, dtype=jnp.int32)  # (B, G)
-  ranks = jnp.cumsum(kept_sorted, axis=1, dtype=jnp.int32) - 1
-  precision, trapezoid = _hit_terms(hits, ranks)
-  return dict(
-      ap_sum=jnp.sum(jnp.where(match_sorted, precision, 0.0), axis=1),
-      ap_trapezoid_sum=jnp.sum(jnp.where(match_sorted, trapezoid, 0.0),
-                               axis=1),
-      first_rank=jnp.min(jnp.where(match_sorted, ranks, num_gallery), axis=1),
-      last_rank=jnp.max(jnp.where(match_sorted, ranks, -1), axis=1),
-      has_nan=has_nan)
-
-
-# ----------------------------------------------------------------------------
-# Host-side bookkeeping (labels only, O(Q + G + number of same-pid pairs)).
-# ----------------------------------------------------------------------------
-
-
-def _bucket(n: int) -> int:
-  """Next power of two >= max(n, _MIN_LIST_WIDTH)."""
-  return max(_MIN_LIST_WIDTH, 1 << max(int(n) - 1, 0).bit_length())
-
-
-class _PairLists:
-  """Per-query lists of gallery indices, stored flat (CSR) and sorted by query.
-
-  Attributes:
-    counts: (Q,) number of entries per query.
-    starts: (Q,) offset of each query's entries in `items`.
-    items: (N,) gallery indices, ascending within each query.
-  """
-
-  def __init__(self, pair_query: np.ndarray, pair_gallery: np.ndarray,
-               num_query: int):
-    self.counts = np.bincount(pair_query, minlength=num_query)
-    self.starts = np.cumsum(self.counts) - self.counts
-    self.items = pair_gallery
-
-  def pack(self, queries: np.ndarray, width: int, fill: int) -> np.ndarray:
-    """(len(queries), width) int32 matrix of their lists, padded with fill."""
-    counts = self.counts[queries]
-    out = np.full((len(queries), width), fill, np.int32)
-    row_of = np.repeat(np.arange(len(queries)), counts)
-    col_of = _offsets_within(counts)
-    out[row_of, col_of] = self.items[np.repeat(self.starts[queries], counts) +
-                                     col_of]
-    return out
-
-
-def _offsets_within(counts: np.ndarray) -> np.ndarray:
-  """[0..c0-1, 0..c1-1, ...]: each entry's position within its group."""
-  return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
-                                             counts)
-
-
-def _match_and_junk_lists(q_pids, q_camids, g_pids, g_camids,
-                          drop_junk_pid: bool) -> Tuple[_PairLists, _PairLists]:
-  """Matches (same pid, other camera) and junk (same pid and camera).
-
-  Args:
-    q_pids, q_camids: (Q,) int query labels.
-    g_pids, g_camids: (G,) int gallery labels.
-    drop_junk_pid: if True (mars_official), gallery items with pid -1 are in
-      neither list; the kernel masks them for every query instead.
-
-  Returns:
-    (matches, junk) as `_PairLists`.
-  """
-  num_query = len(q_pids)
-  g_order = np.argsort(g_pids, kind='stable')  # gallery grouped by pid
-  g_sorted = g_pids[g_order]
-  lo = np.searchsorted(g_sorted, q_pids, side='left')  # (Q,)
-  counts = np.searchsorted(g_sorted, q_pids, side='right') - lo
-  pair_query = np.repeat(np.arange(num_query), counts)  # (N,)
-  # Ascending gallery indices within each query (stable argsort).
-  pair_gallery = g_order[np.repeat(lo, counts) + _offsets_within(counts)]
-  same_cam = g_camids[pair_gallery] == q_camids[pair_query]
-  keep = np.ones_like(same_cam)
-  if drop_junk_pid:
-    keep = g_pids[pair_gallery] != MARS_JUNK_PID
-  is_match, is_junk = keep & ~same_cam, keep & same_cam
-  return (_PairLists(pair_query[is_match], pair_gallery[is_match], num_query),
-          _PairLists(pair_query[is_junk], pair_gallery[is_junk], num_query))
-
-
-def _split_rows(queries: np.ndarray, num_matches: np.ndarray):
-  """Cuts each query's matches into rows of at most _MATCHES_PER_ROW.
-
-  A block loops as often as its longest row, so bounding row length keeps
-  a query with 200 matches from making 63 other rows wait on it.
-
-  Returns:
-    (row_query, row_start, row_count), int arrays sorted by row_count so
-    that rows of equal length share blocks.
-  """
-  n = num_matches[queries]
-  pieces = -(-n // _MATCHES_PER_ROW)  # ceil
-  row_query = np.repeat(queries, pieces)
-  row_start = _offsets_within(pieces) * _MATCHES_PER_ROW
-  row_count = np.minimum(num_matches[row_query] - row_start, _MATCHES_PER_ROW)
-  order = np.argsort(row_count, kind='stable')
-  return row_query[order], row_start[order], row_count[order]
 
 
 def _as_labels(x, name: str) -> np.ndarray:
@@ -365,7 +124,7 @@ def _run_blocks(block_fn: BlockFn, q_pids, q_camids, g_pids, g_camids,
   drop_junk_pid = protocol == 'mars_official'
   gallery_junk = (g_pids == MARS_JUNK_PID) if drop_junk_pid else np.zeros(
       num_gallery, bool)
-  matches, junk = _match_and_junk_lists(q_pids, q_camids, g_pids, g_camids,
+  matches, junk = match_lists.match_and_junk_lists(q_pids, q_camids, g_pids, g_camids,
                                         drop_junk_pid)
   num_matches = matches.counts
   valid = np.flatnonzero(num_matches > 0)  # queries without one are skipped
@@ -374,10 +133,10 @@ def _run_blocks(block_fn: BlockFn, q_pids, q_camids, g_pids, g_camids,
   else:
     use_sort = np.full(len(valid), method == 'sort')
   count_queries, sort_queries = valid[~use_sort], valid[use_sort]
-  row_query, row_start, row_count = _split_rows(count_queries, num_matches)
-  # One static width per call, so a dataset compiles `_count_block` once.
-  match_width = _bucket(num_matches[count_queries].max(initial=0))
-  junk_width = _bucket(junk.counts[count_queries].max(initial=0))
+  row_query, row_start, row_count = match_lists.split_rows(count_queries, num_matches)
+  # One static width per call, so a dataset compiles `rank_kernels.count_block` once.
+  match_width = match_lists.bucket(num_matches[count_queries].max(initial=0))
+  junk_width = match_lists.bucket(junk.counts[count_queries].max(initial=0))
 
   gallery_junk_dev = jnp.asarray(gallery_junk)
   g_pids_dev, g_camids_dev = jnp.asarray(g_pids), jnp.asarray(g_camids)
@@ -395,7 +154,7 @@ def _run_blocks(block_fn: BlockFn, q_pids, q_camids, g_pids, g_camids,
   def launch_count(rows):
     # Padding rows repeat a real query and rank nothing (loop_count 0).
     queries = pad(row_query[rows], row_query[rows][0])
-    return _count_block(
+    return rank_kernels.count_block(
         block_fn(queries), matches.pack(queries, match_width, num_gallery),
         num_matches[queries].astype(np.int32),
         pad(row_start[rows], 0).astype(np.int32),
@@ -404,7 +163,7 @@ def _run_blocks(block_fn: BlockFn, q_pids, q_camids, g_pids, g_camids,
 
   def launch_sort(rows):
     queries = pad(sort_queries[rows], sort_queries[rows][0])
-    return _sort_block(block_fn(queries), q_pids[queries], q_camids[queries],
+    return rank_kernels.sort_block(block_fn(queries), q_pids[queries], q_camids[queries],
                        g_pids_dev, g_camids_dev, gallery_junk_dev)
 
   def collect(queries, out):
@@ -530,7 +289,7 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
       and the value used in the result's 'max_rank'.
     protocol: one of PROTOCOLS (see the module docstring).
     block_size: rows per device call; a row is a query, or a slice of
-      _MATCHES_PER_ROW of its matches. Device memory is about two
+      ``match_lists._MATCHES_PER_ROW`` of its matches. Device memory is about two
       (block_size, G) blocks (plus `distmat` itself if it is a JAX array).
       The default suits CPUs (a block stays in cache); accelerators like
       larger blocks.

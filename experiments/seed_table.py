@@ -1,0 +1,146 @@
+r"""Trains each row of a comparison over several seeds, then prints its table.
+
+One row is a name, a config and optional overrides; every (row, seed) is one
+``experiments.train`` run in its own workdir, ``ROOT/<name>/seed_<S>``, so an
+interrupted study resumes where it stopped (a finished run is not trained
+again, only its ``eval_results.json`` is read):
+
+  python -m experiments.seed_table --root=workdir/temporal --seeds=0,1,2 \
+      --row='pooling=experiments/configs/synthetic_baseline.py' \
+      --row='m3d=experiments/configs/m3d_synthetic.py:m3d'
+
+  python -m experiments.seed_table --root=workdir/temporal --report_only  # the table so far
+
+The table gives, per row, mean +- sample std over seeds of rank-1, mAP and
+rank-1 on the gait-twin queries, and for every row after the first its
+per-seed difference from the first row (paired by seed) with mean +- std; a
+difference counts ("yes") only when its mean is beyond 2 std of it. It is
+printed and written to ROOT/table.md, the numbers to ROOT/table.json.
+"""
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_ROOT = flags.DEFINE_string('root', None, 'Folder holding one workdir per row and seed.',
+                            required=True)
+_ROWS = flags.DEFINE_multi_string(
+    'row', [], "A row, 'NAME=CONFIG [--config.field=value ...]' (repeat the flag per row; the "
+    'first row is what the others are compared with). Rows are remembered in ROOT/rows.json, '
+    'so --report_only needs none.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (--config.seed) of every row.')
+_REPORT_ONLY = flags.DEFINE_boolean('report_only', False, 'Train nothing; tabulate what exists.')
+
+METRICS = (('rank-1', lambda r: r['rank1']), ('mAP', lambda r: r['mAP']),
+           ('rank-1, gait twins', lambda r: r['subsets']['gait_twins']['rank1']))
+
+
+def parse_row(text: str) -> tuple:
+  """'NAME=CONFIG [overrides]' -> (name, [train flags])."""
+  name, sep, rest = text.partition('=')
+  words = shlex.split(rest)
+  if not sep or not name.strip() or not words or words[0].startswith('--'):
+    raise app.UsageError(f"--row={text!r}: expected 'NAME=CONFIG [--config.field=value ...]', "
+                         "e.g. --row='pooling=experiments/configs/synthetic_baseline.py'.")
+  return name.strip(), [f'--config={words[0]}', *words[1:]]
+
+
+def _results(workdir: str):
+  path = os.path.join(workdir, 'eval_results.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _train(name: str, train_flags: list, seed: str, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  command = [sys.executable, '-m', 'experiments.train', *train_flags,
+             f'--workdir={workdir}', f'--config.seed={seed}']
+  log = os.path.join(workdir, 'seed_table.log')
+  print(f'  $ {shlex.join(command)}  (output: {log})', flush=True)
+  with open(log, 'a') as out:
+    code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+  if code:
+    sys.exit(f'{name}, seed {seed}: training failed with exit status {code}; see {log}.')
+
+
+def _mean_std(values) -> str:
+  values = [100.0 * v for v in values]
+  if len(values) < 2:
+    return f'{values[0]:.1f} (n = 1)' if values else 'n/a'
+  return f'{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}'
+
+
+def table(rows: dict, results: dict, seeds: list) -> tuple:
+  """(markdown, numbers) of `results[name][seed]` (eval_results dicts)."""
+  names = list(rows)
+  header = ['row', 'seeds'] + [m for m, _ in METRICS] + [
+      f'gait twins - {names[0]}', 'beyond 2 std']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  numbers = {}
+  first = results.get(names[0], {})
+  for name in names:
+    done = results.get(name, {})
+    got = [s for s in seeds if s in done]
+    numbers[name] = {m: [100.0 * get(done[s]) for s in got] for m, get in METRICS}
+    cells = [name, ','.join(got) or 'none'] + [_mean_std([get(done[s]) for s in got])
+                                               for _, get in METRICS]
+    paired = [s for s in got if s in first]
+    twins = METRICS[2][1]
+    diffs = [twins(done[s]) - twins(first[s]) for s in paired]
+    if name == names[0] or len(diffs) < 2:
+      cells += ['', '']
+    else:
+      mean, std = statistics.mean(diffs), statistics.stdev(diffs)
+      cells += [_mean_std(diffs), 'yes' if abs(mean) > 2 * std else 'no']
+      numbers[name]['gait_twin_difference'] = [100.0 * d for d in diffs]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines), numbers
+
+
+def main(argv):
+  del argv
+  root = _ROOT.value
+  rows_file = os.path.join(root, 'rows.json')
+  rows = dict(parse_row(r) for r in _ROWS.value)
+  if not rows:
+    if not os.path.exists(rows_file):
+      raise app.UsageError(f'No --row given and no {rows_file} from an earlier call.')
+    with open(rows_file) as f:
+      rows = json.load(f)
+  os.makedirs(root, exist_ok=True)
+  with open(rows_file, 'w') as f:
+    json.dump(rows, f, indent=1)
+  seeds = _SEEDS.value
+  runs = [(name, seed) for seed in seeds for name in rows]  # seed-major: early rows per seed
+  start, trained = time.time(), 0
+  results = {}
+  for i, (name, seed) in enumerate(runs):
+    workdir = os.path.join(root, name, f'seed_{seed}')
+    if not _REPORT_ONLY.value and _results(workdir) is None:
+      left = sum(_results(os.path.join(root, n, f'seed_{s}')) is None for n, s in runs[i:])
+      eta = ''
+      if trained:
+        eta = f', about {(time.time() - start) / trained * left / 60:.0f} min left'
+      print(f'[{i + 1}/{len(runs)}] {name}, seed {seed}{eta}', flush=True)
+      _train(name, rows[name], seed, workdir)
+      trained += 1
+    if _results(workdir) is not None:
+      results.setdefault(name, {})[seed] = _results(workdir)
+  markdown, numbers = table(rows, results, seeds)
+  print(markdown)
+  with open(os.path.join(root, 'table.md'), 'w') as f:
+    f.write(markdown + '\n')
+  with open(os.path.join(root, 'table.json'), 'w') as f:
+    json.dump({'rows': rows, 'seeds': seeds, 'percent': numbers}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,42 @@
+"""The seed table's numbers and verdicts, on hand-computed cases (no training)."""
+
+from absl import app
+import pytest
+
+from experiments import seed_table
+
+
+def _result(rank1, twins):
+  return {'rank1': rank1, 'mAP': rank1 - 0.01, 'subsets': {'gait_twins': {'rank1': twins}}}
+
+
+def test_table_means_stds_and_paired_verdicts():
+  rows = {'pooling': [], 'better': [], 'noisy': []}
+  results = {
+      'pooling': {'0': _result(0.88, 0.60), '1': _result(0.89, 0.62), '2': _result(0.90, 0.64)},
+      # gait-twin differences 10, 11, 9: mean 10.0, std 1.0 -> beyond 2 std
+      'better': {'0': _result(0.88, 0.70), '1': _result(0.89, 0.73), '2': _result(0.90, 0.73)},
+      # differences 1, -2, 6: mean 1.7, std 4.0 -> within
+      'noisy': {'0': _result(0.88, 0.61), '1': _result(0.89, 0.60), '2': _result(0.90, 0.70)},
+  }
+  markdown, numbers = seed_table.table(rows, results, ['0', '1', '2'])
+  lines = markdown.splitlines()
+  assert lines[2] == '| pooling | 0,1,2 | 89.0 +- 1.0 | 88.0 +- 1.0 | 62.0 +- 2.0 |  |  |'
+  assert lines[3].endswith('| 72.0 +- 1.7 | 10.0 +- 1.0 | yes |')
+  assert lines[4].endswith('| 63.7 +- 5.5 | 1.7 +- 4.0 | no |')
+  assert numbers['better']['gait_twin_difference'] == pytest.approx([10.0, 11.0, 9.0])
+
+
+def test_missing_seeds_are_listed_not_invented():
+  results = {'pooling': {'0': _result(0.9, 0.6)}, 'other': {}}
+  markdown, _ = seed_table.table({'pooling': [], 'other': []}, results, ['0', '1'])
+  assert '| pooling | 0 | 90.0 (n = 1) |' in markdown
+  assert '| other | none | n/a | n/a | n/a |  |  |' in markdown
+
+
+def test_row_syntax():
+  assert seed_table.parse_row('m3d=experiments/configs/m3d_synthetic.py:m3d --config.clip_len=8') \
+      == ('m3d', ['--config=experiments/configs/m3d_synthetic.py:m3d', '--config.clip_len=8'])
+  for bad in ('experiments/configs/tiny.py', 'x=', 'x=--config.seed=1'):
+    with pytest.raises(app.UsageError, match='NAME=CONFIG'):
+      seed_table.parse_row(bad)

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import record_behaviour
+from experiments import family_configs
 from jaxreid import losses
 from jaxreid.inference import apply_model, model_variables
 from jaxreid.training import setup, state as state_lib
 
 
 def _dead_parameters(config_name: str) -> list:
-  config = record_behaviour.tiny(record_behaviour.CONFIGS[config_name](), data_dir='')
+  config = family_configs.tiny(family_configs.CONFIGS[config_name](), data_dir='')
   num_classes = 4
   model = setup.build_model(config, num_classes)
   sample = state_lib.sample_input(config.clip_len, config.height, config.width,

@@ -19,11 +19,9 @@ from data_pipelines import video_reid_common as common
 from data_pipelines.mars import mars_dataset_builder as mars
 import prepared_records
 
-# The real MARS-evaluation info/ files (the developers' reference copy beside the
-# repository, or any folder holding mars_info/ named by JAXREID_REFERENCE_DIR).
-REFERENCE = (pathlib.Path(os.environ['JAXREID_REFERENCE_DIR']) if os.environ.get(
-    'JAXREID_REFERENCE_DIR') else pathlib.Path(__file__).resolve().parents[2] / 'shared' /
-             'reference') / 'mars_info'
+# The real MARS-evaluation info/ files: a folder holding mars_info/, named by
+# JAXREID_REFERENCE_DIR (the test that reads them is skipped without it).
+REFERENCE = pathlib.Path(os.environ.get('JAXREID_REFERENCE_DIR', '/nonexistent')) / 'mars_info'
 
 
 def _name(pid, cam, trk, frm):
@@ -41,7 +39,7 @@ def _write_names(path, names):
 def test_split_index_on_real_info_files(tmp_path):
   """Published counts from the real track tables, with name lists derived from them."""
   if not REFERENCE.is_dir():
-    pytest.skip(f'{REFERENCE} not available')
+    pytest.skip('the real MARS info/ files: set JAXREID_REFERENCE_DIR to a folder holding mars_info/')
   info = tmp_path / 'info'
   info.mkdir()
   for f in ('tracks_train_info.mat', 'tracks_test_info.mat', 'query_IDX.mat'):

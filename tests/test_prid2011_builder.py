@@ -25,17 +25,13 @@ from data_pipelines.prid2011 import Builder
 NAME = 'prid2011'
 SPLITS_FILE = 'splits_prid2011.json'
 MULTI = pathlib.Path('prid_2011/multi_shot')
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _reference_json():
-  candidates = [pathlib.Path(os.environ['JAXREID_REFERENCE_DIR'])] if os.environ.get(
-      'JAXREID_REFERENCE_DIR') else []
-  candidates += [_REPO.parent / 'shared' / 'reference', _REPO / 'shared' / 'reference']
-  for c in candidates:
-    if (c / 'prid2011' / SPLITS_FILE).is_file():
-      return c / 'prid2011' / SPLITS_FILE
-  return None
+  """The real split file, in the folder JAXREID_REFERENCE_DIR names (None without it)."""
+  folder = os.environ.get('JAXREID_REFERENCE_DIR')
+  path = pathlib.Path(folder) / 'prid2011' / SPLITS_FILE if folder else None
+  return path if path is not None and path.is_file() else None
 
 
 REAL_JSON = _reference_json()

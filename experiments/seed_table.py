@@ -3,7 +3,8 @@ r"""Trains each row of a comparison over several seeds, then prints its table.
 One row is a name, a config and optional overrides; every (row, seed) is one
 ``experiments.train`` run in its own workdir, ``ROOT/<name>/seed_<S>``, so an
 interrupted study resumes where it stopped (a finished run is not trained
-again, only its ``eval_results.json`` is read):
+again, only its ``eval_results.json`` is read; a workdir trained for other
+flags than its row's now is refused, in one line):
 
   python -m experiments.seed_table --root=workdir/temporal --seeds=0,1,2 \
       --row='pooling=experiments/configs/synthetic_baseline.py' \
@@ -59,8 +60,27 @@ def _results(workdir: str):
     return json.load(f)
 
 
+_ROW_FILE = 'seed_table_row.json'  # the train flags a workdir was trained with
+
+
+def check_row(name: str, train_flags: list, seed: str, workdir: str) -> None:
+  """Exits with one line if `workdir` was trained for other flags than the row's now
+  (a changed --row must not reuse an old run's results)."""
+  path = os.path.join(workdir, _ROW_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  if before != train_flags:
+    sys.exit(f'{workdir} was trained for row {name!r} as {shlex.join(before)}, not '
+             f'{shlex.join(train_flags)} (seed {seed}); give the changed row another name '
+             f'or another --root, or delete {workdir}.')
+
+
 def _train(name: str, train_flags: list, seed: str, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, _ROW_FILE), 'w') as f:
+    json.dump(train_flags, f)
   command = [sys.executable, '-m', 'experiments.train', *train_flags,
              f'--workdir={workdir}', f'--config.seed={seed}']
   log = os.path.join(workdir, 'seed_table.log')
@@ -115,11 +135,13 @@ def main(argv):
       raise app.UsageError(f'No --row given and no {rows_file} from an earlier call.')
     with open(rows_file) as f:
       rows = json.load(f)
+  seeds = _SEEDS.value
+  runs = [(name, seed) for seed in seeds for name in rows]  # seed-major: early rows per seed
+  for name, seed in runs:  # before anything is written or trained
+    check_row(name, rows[name], seed, os.path.join(root, name, f'seed_{seed}'))
   os.makedirs(root, exist_ok=True)
   with open(rows_file, 'w') as f:
     json.dump(rows, f, indent=1)
-  seeds = _SEEDS.value
-  runs = [(name, seed) for seed in seeds for name in rows]  # seed-major: early rows per seed
   start, trained = time.time(), 0
   results = {}
   for i, (name, seed) in enumerate(runs):

@@ -40,3 +40,15 @@ def test_row_syntax():
   for bad in ('experiments/configs/tiny.py', 'x=', 'x=--config.seed=1'):
     with pytest.raises(app.UsageError, match='NAME=CONFIG'):
       seed_table.parse_row(bad)
+
+
+def test_a_changed_row_does_not_reuse_an_old_run(tmp_path):
+  flags = ['--config=experiments/configs/tiny.py']
+  workdir = tmp_path / 'a' / 'seed_0'
+  workdir.mkdir(parents=True)
+  (workdir / 'seed_table_row.json').write_text('["--config=experiments/configs/tiny.py"]')
+  seed_table.check_row('a', flags, '0', str(workdir))  # the same flags: reused
+  with pytest.raises(SystemExit, match='trained for row .a. as --config=experiments/configs/'
+                     'tiny.py, not .* --config.learning_rate=0.1') as e:
+    seed_table.check_row('a', flags + ['--config.learning_rate=0.1'], '0', str(workdir))
+  assert '\n' not in str(e.value)

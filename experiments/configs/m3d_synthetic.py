@@ -11,13 +11,15 @@ A variant is chosen after the file name (default two_stream):
   two_stream  2D stream + M3D + RAL stream, embeddings concatenated
   i3d, p3d_a, p3d_b, p3d_c   Table 1's 3D baselines in every block
 
+Clips are the paper's: T = 8 consecutive frames from a random start (its
+official code's sampler), so eq. 6 gives n = 3 temporal kernels per M3D layer
+(dilations 1, 2, 3), and tests take the tracklet in consecutive chunks of 8.
 Everything else is the pooling baseline's (synthetic_baseline.py: ResNet-18 at
-width 16 on 128 x 64, T = 4, Adam, CE with label smoothing + batch-hard
-triplet, base.py's 500 steps), so the variants train with the same budget and
-objective; the two-stream model's CE is 'ce_streams' (one per stream). With
-T = 4, eq. 6 gives n = 1 temporal kernel per M3D layer (--config.clip_len=8
---config.model.clip_len=8 for n = 3).
-In a ResNet-18's basic blocks the temporal block replaces the first 3x3.
+width 16 on 128 x 64, P = 8 x K = 4 clips, Adam, CE with label smoothing +
+batch-hard triplet, base.py's 500 steps), so the variants train with the same
+budget and objective; the two-stream model's CE is 'ce_streams' (one per
+stream). In a ResNet-18's basic blocks the temporal block replaces the first
+3x3.
 """
 
 import ml_collections
@@ -32,6 +34,8 @@ def get_config(variant: str = 'two_stream'):
     raise ValueError(f'Unknown m3d_synthetic variant {variant!r}; valid choices: '
                      f'{", ".join(VARIANTS)}.')
   c = base.get_config()
+  c.clip_len = 8  # the paper's 8 consecutive frames
+  c.train_sampler = 'consecutive'
   model = dict(backbone='resnet18', backbone_width=16, last_stride=1, clip_len=c.clip_len,
                feature_dim=0,
                p3d_norm='per_path')  # P3D: the M3D authors' BN per path, or AP3D's 'after_block'

@@ -14,8 +14,10 @@ The first three train with softmax on f1 ('aux_ce', eq. 2) + label-smoothed
 CE on the final feature ('ce', eq. 4); 'full' adds the batch-hard triplet
 (eq. 3), as Table 1 adds it last.
 
-Everything else is the pooling baseline's budget (synthetic_baseline.py:
-ResNet-18 at width 16 on 128 x 64, T = 4, P = 8 x K = 4, Adam 1e-3 with
+Clips are the paper's "eight consecutive pictures": T = 8 consecutive frames
+from a random start. Everything else is the pooling baseline's budget
+(synthetic_baseline.py: ResNet-18 at width 16 on 128 x 64, P = 8 x K = 4
+clips, Adam 1e-3 with
 base.py's schedule and augmentation, 500 steps, label smoothing 0.1, margin
 0.3), so the rows compare with the pooling baseline. The MSTN head is shrunk
 with the backbone: 64 channels per scale (f1: 256; a quarter of the paper's
@@ -39,6 +41,8 @@ def get_config(variant: str = 'full'):
     raise ValueError(f'Unknown mstn_synthetic variant {variant!r}; valid choices: '
                      f'{", ".join(VARIANTS)}.')
   c = base.get_config()
+  c.clip_len = 8  # "eight consecutive pictures"
+  c.train_sampler = 'consecutive'
   c.model_name = 'mstn'
   c.model = ml_collections.ConfigDict(dict(
       backbone='resnet18', backbone_width=16, last_stride=2,

@@ -13,15 +13,17 @@ A variant is chosen after the file name (default full):
   rru_lstm   RRU + LSTM (256 hidden units) instead of STIM, L_c + L_v
   baseline   average pooling of the raw maps, L_c + L_v (Table 1's Baseline + L_v)
 
-Budget and data are the pooling baseline's (ResNet-18 at width 16, last
-stride 1, on 128 x 64 frames: 8 x 4 maps of 128 channels, so 8 strips; T = 4;
-P = 8 x K = 4; Adam 1e-3, 500 steps; its augmentation), so the variants compare
-with the pooling baseline. The objective is the paper's (plain CE, margins
+Clips are the paper's (its official code's sampler): T = 8 consecutive
+frames from a random start. Budget and data are the pooling baseline's
+(ResNet-18 at width 16, last stride 1, on 128 x 64 frames: 8 x 4 maps of 128
+channels, so 8 strips; P = 8 x K = 4 clips; Adam 1e-3, 500 steps; its
+augmentation), so the variants compare with the pooling baseline. The objective is the paper's (plain CE, margins
 0.4; no auxiliary classifier: that is Inception-v3's). The heads are narrower
 than the paper's (its 256-channel transition layer and STIM sit on 2048
 channels; here C = 128): transition 64, spatial hidden 64 (H W = 32), STIM
 128, classifier 256, so the head does not dominate the CPU budget. Test:
-cosine distance (the paper), chunks of T frames averaged per tracklet.
+cosine distance (the paper), consecutive chunks of T = 8 frames averaged per
+tracklet.
 """
 
 import ml_collections
@@ -37,6 +39,8 @@ def get_config(variant: str = 'full'):
     raise ValueError(f'Unknown rru_synthetic variant {variant!r}; valid choices: '
                      f'{", ".join(VARIANTS)}.')
   c = base.get_config()
+  c.clip_len = 8  # the paper's 8 consecutive frames
+  c.train_sampler = 'consecutive'
   c.model_name = 'rru'
   rru = {'stim_only': 'none', 'baseline': 'none', 'rru_s': 's', 'rru_c': 'c',
          'rru_ad': 'ad', 'rru_od': 'od'}.get(variant, 'full')

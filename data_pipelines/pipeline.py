@@ -299,6 +299,11 @@ def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict
     num_frames: (N,) frames per tracklet.
     frame_bytes: (tracklet, frame indices) -> list of encoded images.
     pids, camids: (N,) labels copied into the batches.
+  Yields:
+    {'frames' (B, T, H, W, 3) uint8, ['flow'], 'tracklet', 'mask', 'pid',
+    'camid' (B,)}, and with eval.sampler 'sequence' 'real_frames' (B,): how
+    many leading frames of each clip are its tracklet's own. A tracklet's
+    clips come in order, one after another.
   """
   c = config
   clip_len = c.eval.clip_len or c.clip_len
@@ -309,13 +314,13 @@ def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict
       for t in range(len(num_frames)):
         for chunk in sampling.eval_chunks(num_frames[t], clip_len, c.eval.sampler,
                                           c.eval.max_chunks):
-          yield frame_bytes(t, chunk), t
+          yield frame_bytes(t, chunk), (t, sampling.real_frames(num_frames[t], chunk))
 
     ds = tf.data.Dataset.from_generator(clips, output_signature=(
-        tf.TensorSpec([clip_len], tf.string), tf.TensorSpec([], tf.int64)))
+        tf.TensorSpec([clip_len], tf.string), _TRACKLET_AND_REAL))
     ds = ds.map(lambda enc, t: {'frames': tf.ensure_shape(
         _decode_clip(enc, c.height, c.width), [clip_len, c.height, c.width, 3]),
-                                'tracklet': tf.cast(t, tf.int32)},
+                                **_tracklet_entries(t, c.eval.sampler)},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(c.eval.batch_size).prefetch(2)
   for batch in ds.as_numpy_iterator():
@@ -331,17 +336,31 @@ def _eval_clips_with_flow(c, clip_len: int, num_frames, frame_bytes):
       for chunk in sampling.eval_chunks(num_frames[t], clip_len, c.eval.sampler,
                                         c.eval.max_chunks):
         stored, positions = _flow_sources(num_frames[t], chunk)
-        yield (frame_bytes(t, stored), positions), t
+        real = sampling.real_frames(num_frames[t], chunk)
+        yield (frame_bytes(t, stored), positions), (t, real)
 
   def decode(encoded, t):
     frames, flow = _decode_clip_and_flow(*encoded, c.height, c.width)
     return {'frames': tf.ensure_shape(frames, [clip_len, c.height, c.width, 3]),
             'flow': tf.ensure_shape(flow, [clip_len, c.height, c.width, 2]),
-            'tracklet': tf.cast(t, tf.int32)}
+            **_tracklet_entries(t, c.eval.sampler)}
 
   ds = tf.data.Dataset.from_generator(clips, output_signature=(
-      _ENCODED_WITH_FLOW, tf.TensorSpec([], tf.int64)))
+      _ENCODED_WITH_FLOW, _TRACKLET_AND_REAL))
   return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# An eval clip's tracklet and how many of its leading frames are the tracklet's own.
+_TRACKLET_AND_REAL = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
+
+
+def _tracklet_entries(tracklet_and_real, sampler: str) -> dict:
+  """'tracklet', and 'real_frames' for the 'sequence' sampler (the only reader)."""
+  tracklet, real = tracklet_and_real
+  entries = {'tracklet': tf.cast(tracklet, tf.int32)}
+  if sampler == 'sequence':
+    entries['real_frames'] = tf.cast(real, tf.int32)
+  return entries
 
 
 def _pad_batch(batch: dict, size: int, pids, camids) -> dict:

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 TRAIN_SAMPLERS = ('consecutive', 'restricted', 'evenly')
-EVAL_SAMPLERS = ('all', 'evenly', 'full_chunks')  # see eval_chunks
+EVAL_SAMPLERS = ('all', 'evenly', 'full_chunks', 'sequence')  # see eval_chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +157,9 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
     full_chunks: the M3D paper's test protocol: floor(L / T) consecutive,
       non-overlapping clips of T frames ('all' without its padded last chunk);
       a tracklet shorter than T gives one clip cycling its frames.
+    sequence: the chunks of 'all', for whole-sequence features: the model's
+      per-frame part runs on them, its temporal part once over the tracklet's
+      real frames (``real_frames``; ``jaxreid.evaluation.sequence_features``).
   `max_chunks` > 0 keeps only the first chunks ('all' and 'full_chunks').
   """
   n, t = int(num_frames), int(clip_len)
@@ -167,7 +170,7 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
     if max_chunks:
       count = min(count, max_chunks)
     return np.arange(count * t).reshape(count, t) % n
-  if method != 'all':
+  if method not in ('all', 'sequence'):
     raise ValueError(f"Unknown eval sampler {method!r}; valid choices: "
                      f"{', '.join(EVAL_SAMPLERS)}.")
   chunks = []
@@ -177,6 +180,12 @@ def eval_chunks(num_frames: int, clip_len: int, method: str = 'all', max_chunks:
     if max_chunks and len(chunks) == max_chunks:
       break
   return np.stack(chunks)
+
+
+def real_frames(num_frames: int, chunk) -> int:
+  """How many leading frames of an 'all' / 'sequence' chunk are the
+  tracklet's own (the rest cycle them): min(T, frames left from its start)."""
+  return min(len(chunk), int(num_frames) - int(chunk[0]))
 
 
 BATCH_SAMPLERS = ('pk', 'pairs')

@@ -62,7 +62,7 @@ def region_features(config, workdirs: dict, data, mesh, splits=('train', 'query'
     region_config = config.copy_and_resolve_references()
     region_config.model.region = region
     state, _ = setup.restore_for_inference(region_config, workdirs[region], mesh)
-    embed_fn = inference.make_embed_fn(mesh, region_config.eval.flip)
+    embed_fn = inference.make_tracklet_embedder(mesh, region_config.eval)
     feats[region] = {}
     for split in splits:
       feats[region][split], labels[split] = retrieval.split_features(

@@ -46,7 +46,7 @@ def embed_sources(config, workdir: str, sources, check=None, step='latest') -> d
   origin = provenance(workdir, int(state.step), meta)
   if check is not None:
     check(origin)
-  embed_fn = inference.make_embed_fn(mesh, config.eval.flip)
+  embed_fn = inference.make_tracklet_embedder(mesh, config.eval)
   parts = []
   for name, data, split in sources:
     feats, labels = retrieval.split_features(embed_fn, state, data, split, mesh)

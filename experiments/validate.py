@@ -78,6 +78,16 @@ def _check_names(config, problems):
   _choice(problems, 'batch_sampler', config.batch_sampler, sampling.BATCH_SAMPLERS,
           'batch sampler')
   _choice(problems, 'eval.sampler', config.eval.sampler, sampling.EVAL_SAMPLERS, 'eval sampler')
+  if config.eval.sampler == 'sequence':
+    model = MODELS.get(config.model_name)
+    if model is not None and not getattr(model, 'sequence_parts', False):
+      with_parts = sorted(n for n, m in MODELS.items() if getattr(m, 'sequence_parts', False))
+      problems.append(f"{_flag('eval.sampler', 'sequence')}: model {config.model_name!r} has "
+                      f"no sequence part to run over a whole tracklet (models that do: "
+                      f"{', '.join(with_parts)}); use eval.sampler 'all'.")
+    if config.eval.flip:
+      problems.append(f"{_flag('eval.flip', True)}: flip test-time augmentation is not "
+                      "available with --config.eval.sampler='sequence'; set one of them off.")
   _choice(problems, 'eval.protocol', config.eval.protocol, ranking.PROTOCOLS, 'protocol')
   _choice(problems, 'eval.metric', config.eval.metric, distance.METRICS, 'metric')
   _choice(problems, 'eval.visualize_queries', config.eval.visualize_queries,
@@ -131,6 +141,30 @@ def _check_sizes(config, problems, training: bool):
     if isinstance(size, int) and size >= 1 and size % devices:
       problems.append(f'{flags}: {what} of {size} clips is not divisible by the {devices} '
                       f'devices of the data mesh; choose a multiple of {devices}.')
+
+
+def _check_first_stage(config, problems):
+  """Two-stage training (``config.first_stage``, jaxreid/training/optim.py)."""
+  stage = config.get('first_stage')
+  if not stage or not stage.steps:
+    return
+  _at_least(problems, 'first_stage.steps', stage.steps, 0, note=' (0 = one stage)')
+  steps = config.num_train_steps
+  if isinstance(steps, int) and isinstance(stage.steps, int) and stage.steps >= steps:
+    problems.append(f'{_flag("first_stage.steps", stage.steps)}: the whole run is '
+                    f'{steps} steps (--config.num_train_steps), so it would never reach '
+                    'the second stage; choose fewer.')
+  unknown = sorted(set(stage.losses or ()) - set(config.losses))
+  if not stage.losses or unknown:
+    problems.append(f'{_flag("first_stage.losses", stage.losses)}: expected some of the '
+                    f'loss terms of --config.losses ({", ".join(sorted(config.losses))}).')
+  if not stage.modules:
+    problems.append(f'{_flag("first_stage.modules", stage.modules)}: name the top-level '
+                    'modules that train in the first stage, e.g. (\'backbone\',).')
+  if config.pretrained_lr_mult != 1.0:
+    problems.append(f'{_flag("first_stage.steps", stage.steps)} with '
+                    f'{_flag("pretrained_lr_mult", config.pretrained_lr_mult)}: not supported '
+                    'together; set one of them off.')
 
 
 def _check_dataset(config, problems):
@@ -243,6 +277,7 @@ def validate_config(config, workdir: str = '', command: str = 'train', workdir_f
       problems.append(str(e))
   _check_names(config, problems)
   _check_sizes(config, problems, training=command == 'train')
+  _check_first_stage(config, problems)
   if uses_dataset:
     _check_dataset(config, problems)
   else:

@@ -6,12 +6,13 @@ both call models through this module, so neither imports the other.
 """
 
 import functools
-from typing import Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxreid import sharding
+from jaxreid.models import common
 
 # Batch keys a model takes (docs/design.md, "Data contract" and "Model
 # contract"): 'frames' positionally, the optional ones as keyword arguments
@@ -74,3 +75,41 @@ def make_embed_fn(mesh, flip: bool = False):
   only its own rows, and every process needs all of them to rank.
   """
   return jax.jit(functools.partial(embed, flip=flip), out_shardings=sharding.replicated(mesh))
+
+
+# --- Whole-sequence features (eval.sampler 'sequence') ------------------------
+
+def frame_features(state, inputs, *extras):
+  """The model's per-frame part (``part=common.FRAMES``) on eval clips:
+  inputs {'frames': (B, T, H, W, 3), ['flow']} -> ({name: (B, T, ...)}, *extras)."""
+  variables = model_variables(state.params, state.batch_stats)
+  features = apply_model(state.apply_fn, variables, inputs, train=False, part=common.FRAMES)
+  return (features, *extras)
+
+
+def sequence_embedding(state, features, frame_mask):
+  """The model's sequence part over whole tracklets: features {name: (R, L,
+  ...)} zero-padded to L, frame_mask (R, L) bool -> float32 embeddings (R, D)."""
+  variables = model_variables(state.params, state.batch_stats)
+  out = state.apply_fn(variables, features, train=False, part=common.SEQUENCE,
+                       frame_mask=frame_mask)
+  return out['embedding'].astype(jnp.float32)
+
+
+class SequenceEmbedder(NamedTuple):
+  """How whole-sequence features are computed (``evaluation/sequence_features.py``):
+  `frames_fn` = ``frame_features`` jitted, outputs gathered to every process;
+  `sequence_fn` = ``sequence_embedding`` jitted, replicated."""
+  frames_fn: Callable
+  sequence_fn: Callable
+
+
+def make_tracklet_embedder(mesh, eval_config):
+  """What evaluation extracts tracklet features with: ``make_embed_fn`` (clip
+  embeddings, averaged per tracklet) or, with ``eval_config.sampler`` =
+  'sequence', a ``SequenceEmbedder``."""
+  if eval_config.sampler == 'sequence':
+    replicated = sharding.replicated(mesh)
+    return SequenceEmbedder(jax.jit(frame_features, out_shardings=replicated),
+                            jax.jit(sequence_embedding, out_shardings=replicated))
+  return make_embed_fn(mesh, eval_config.flip)

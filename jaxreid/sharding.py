@@ -41,6 +41,16 @@ def to_global(local_batch: Mapping[str, np.ndarray], mesh) -> dict:
           for k, v in local_batch.items()}
 
 
+def process_rows(batch_size: int):
+  """[start, stop) of the rows of a global eval batch that this process feeds."""
+  n = jax.process_count()
+  if batch_size % n:
+    raise ValueError(f'config.eval.batch_size = {batch_size} is not divisible by the '
+                     f'{n} processes.')
+  local = batch_size // n
+  return jax.process_index() * local, (jax.process_index() + 1) * local
+
+
 def check_batch_divisible(global_batch_size: int, mesh, what: str):
   """Raises a clear error when a batch cannot be split evenly over the mesh."""
   n = mesh.devices.size

@@ -250,7 +250,8 @@ def test_options_change_what_they_say():
 
 _CONFIGS = [('mstn_mars', None), ('mstn_ilids_vid', None), ('mstn_prid2011', None),
             ('mstn_synthetic', 'cnn'), ('mstn_synthetic', 'cnn_lstm'),
-            ('mstn_synthetic', 'cnn_clstm'), ('mstn_synthetic', 'full')]
+            ('mstn_synthetic', 'cnn_clstm'), ('mstn_synthetic', 'full'),
+            ('mstn_synthetic', 'two_stage')]
 
 
 @pytest.mark.parametrize('name,variant', _CONFIGS)
@@ -265,15 +266,16 @@ def test_configs_load_and_build(name, variant):
       jax.random.key(0), jnp.zeros((1, 2, 64, 32, 3), jnp.uint8))[0])
   assert out['logits'].shape == (1, 3)
   if name == 'mstn_synthetic':
-    assert (c.model.backbone, c.model.backbone_width, c.height, c.width, c.clip_len) == (
-        'resnet18', 16, 128, 64, 4)
+    assert (c.model.backbone, c.model.backbone_width, c.height, c.width, c.clip_len,
+            c.train_sampler) == ('resnet18', 16, 128, 64, 8, 'consecutive')
     assert (c.num_identities, c.num_instances, c.num_train_steps, c.optimizer,
             c.learning_rate) == (8, 4, 500, 'adam', 1e-3)
-    assert ('triplet' in c.losses) == (variant == 'full')
+    assert ('triplet' in c.losses) == (variant in ('full', 'two_stage'))
+    assert c.first_stage.steps == (250 if variant == 'two_stage' else 0)
   else:
     assert (c.clip_len, c.num_instances, c.height, c.width) == (8, 4, 256, 128)
     assert losses.term_weights(c.losses) == {'aux_ce': 1.0, 'triplet': 1.0, 'ce': 1.0}
     assert c.model.backbone == 'resnet50' and c.model.cut_features == 512
     assert c.all_splits == (name != 'mstn_mars')
-  with pytest.raises(ValueError, match='valid choices: cnn, cnn_lstm, cnn_clstm, full'):
+  with pytest.raises(ValueError, match='valid choices: cnn, cnn_lstm, cnn_clstm, full, two_stage'):
     importlib.import_module('experiments.configs.mstn_synthetic').get_config('lstm')

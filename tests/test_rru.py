@@ -385,7 +385,8 @@ def test_configs_load_and_build(name):
                                                'part_triplet': 1.0}
       assert len(out['aux_logits']) == 1 and out['aux_logits'][0].shape == (2, 7)
     else:
-      assert (c.height, c.width, c.clip_len, c.num_train_steps) == (128, 64, 4, 500)
+      assert (c.height, c.width, c.clip_len, c.train_sampler, c.num_train_steps) == (
+          128, 64, 8, 'consecutive', 500)
   assert get_model('rru', num_classes=3).__class__ is rru_model.RRUNet
 
 

@@ -40,7 +40,7 @@ def _problems(config, **kwargs):
     ('eval.metric', 'manhattan', "--config.eval.metric='manhattan': unknown metric; valid "
      'choices: cosine, euclidean.'),
     ('eval.sampler', 'random', "--config.eval.sampler='random': unknown eval sampler; valid "
-     'choices: all, evenly, full_chunks.'),
+     'choices: all, evenly, full_chunks, sequence.'),
     ('train_sampler', 'random', "--config.train_sampler='random': unknown train sampler; "
      'valid choices: consecutive, evenly, restricted.'),
     ('optimizer', 'lamb', "--config.optimizer='lamb': unknown optimizer; valid choices: adam, "
@@ -83,6 +83,15 @@ def test_each_bad_value_is_one_line_naming_flag_value_and_choices(config, key, v
     node = node[head]
   node[leaf] = value
   assert _problems(config) == [line]
+
+
+def test_whole_sequence_eval_needs_a_sequence_model_and_no_flip(config):
+  config.eval.sampler, config.eval.flip = 'sequence', True  # tiny: temporal_pooling
+  assert _problems(config) == [
+      "--config.eval.sampler='sequence': model 'temporal_pooling' has no sequence part to run "
+      'over a whole tracklet (models that do: crf, mstn, rru); use eval.sampler \'all\'.',
+      "--config.eval.flip=True: flip test-time augmentation is not available with "
+      "--config.eval.sampler='sequence'; set one of them off."]
 
 
 def test_several_problems_are_all_reported_one_line_each(config):

@@ -86,6 +86,15 @@ def get_config():
       decay_epochs=config_dict.placeholder(tuple),  # or at these epochs
       decay_factor=0.1))  # step: the factor at each decay step
 
+  # Two-stage training (MSTN trains its multi-scale features first, then the
+  # CLSTM blocks): for the first `steps` steps only the loss terms named in
+  # `losses` count and only the parameters under the top-level modules named
+  # in `modules` train; the others stay as initialized, their optimizer state
+  # untouched (no weight decay either). Then every parameter trains on the
+  # whole objective, on the one schedule. 0 = one stage.
+  c.first_stage = ml_collections.ConfigDict(dict(
+      steps=0, losses=config_dict.placeholder(tuple), modules=config_dict.placeholder(tuple)))
+
   # Bookkeeping.
   c.log_every_steps = _steps(50)  # one console line and TensorBoard scalars every N steps
   c.log_every_epochs = config_dict.placeholder(float)  # or epochs (with both: the sooner)

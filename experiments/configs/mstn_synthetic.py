@@ -9,6 +9,9 @@ A variant is chosen after the file name (default full):
   cnn_lstm   + two LSTM blocks on spatially averaged 'cut' features
   cnn_clstm  + two CLSTM blocks instead (the paper's network)
   full       CNN+CLSTM+Triplet: the paper's objective, eq. 5
+  two_stage  full, trained in the paper's two stages: steps 0-249 train f1's
+             modules on Loss_c alone (the rest held at init), steps 250-499
+             everything on eq. 5 (the same 500 steps in all)
 
 The first three train with softmax on f1 ('aux_ce', eq. 2) + label-smoothed
 CE on the final feature ('ce', eq. 4); 'full' adds the batch-hard triplet
@@ -31,9 +34,11 @@ on C4's 8 x 4 grid.
 import ml_collections
 
 from experiments.configs import base
+from jaxreid.models import mstn
 
-VARIANTS = ('cnn', 'cnn_lstm', 'cnn_clstm', 'full')
-RECURRENCE = {'cnn': 'none', 'cnn_lstm': 'lstm', 'cnn_clstm': 'clstm', 'full': 'clstm'}
+VARIANTS = ('cnn', 'cnn_lstm', 'cnn_clstm', 'full', 'two_stage')
+RECURRENCE = {'cnn': 'none', 'cnn_lstm': 'lstm', 'cnn_clstm': 'clstm', 'full': 'clstm',
+              'two_stage': 'clstm'}
 
 
 def get_config(variant: str = 'full'):
@@ -52,7 +57,11 @@ def get_config(variant: str = 'full'):
       temporal_kernel=3, upsampling='nearest', bnneck=False))
   terms = {'aux_ce': {'weight': 1.0},  # eq. 2 is the plain softmax loss
            'ce': {'weight': 1.0, 'label_smoothing': 0.1}}
-  if variant == 'full':
+  if variant in ('full', 'two_stage'):
     terms['triplet'] = {'weight': 1.0}
   c.losses = ml_collections.ConfigDict(terms)
+  if variant == 'two_stage':
+    c.first_stage.steps = c.num_train_steps // 2
+    c.first_stage.losses = mstn.FIRST_STAGE_LOSSES
+    c.first_stage.modules = mstn.FIRST_STAGE_MODULES
   return c

@@ -19,8 +19,9 @@ from jaxreid import sharding
 from jaxreid.evaluation import distance as distance_lib
 from jaxreid.evaluation import ranking
 from jaxreid.evaluation import rerank as rerank_lib
+from jaxreid.evaluation import sequence_features
 from jaxreid.evaluation import visualize
-from jaxreid.inference import MODEL_INPUT_KEYS
+from jaxreid.inference import MODEL_INPUT_KEYS, SequenceEmbedder
 
 RANKS = (1, 5, 10, 20)
 _PROGRESS_SECONDS = 10  # a progress line at least this often while extracting
@@ -48,7 +49,7 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   for i, batch in enumerate(batches):
     # Every process reads the same padded batch and feeds only its own rows;
     # the embeddings come back gathered with their rows' tracklet and mask.
-    row0, row1 = _process_rows(len(batch['mask']))
+    row0, row1 = sharding.process_rows(len(batch['mask']))
     keys = [k for k in MODEL_INPUT_KEYS if k in batch] + ['tracklet', 'mask']
     local = {k: np.asarray(batch[k])[row0:row1] for k in keys}
     glob = sharding.to_global(local, mesh)
@@ -77,16 +78,6 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   return (sums / counts[:, None]).astype(np.float32)
 
 
-def _process_rows(batch_size: int):
-  """[start, stop) of the rows of an eval batch that this process feeds."""
-  n = jax.process_count()
-  if batch_size % n:
-    raise ValueError(f'config.eval.batch_size = {batch_size} is not divisible by the '
-                     f'{n} processes.')
-  local = batch_size // n
-  return jax.process_index() * local, (jax.process_index() + 1) * local
-
-
 def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
   """The gallery each protocol ranks (docs/design.md, "Evaluation contract").
 
@@ -104,11 +95,17 @@ def protocol_gallery(protocol: str, query: Mapping, gallery: Mapping, qf, gf):
   return gf[keep], gallery['pid'][keep], gallery['camid'][keep]
 
 
-def split_features(embed_fn: Callable, state, data, split: str, mesh):
-  """(features (N, D), labels dict) of every tracklet of an eval split."""
+def split_features(embed_fn, state, data, split: str, mesh):
+  """(features (N, D), labels dict) of every tracklet of an eval split.
+
+  `embed_fn`: from ``jaxreid.inference.make_tracklet_embedder``: chunk
+  embeddings, averaged per tracklet, or a ``SequenceEmbedder`` (whole-sequence
+  features, ``sequence_features``).
+  """
   labels = data.split_labels(split)
-  feats = extract_tracklet_features(embed_fn, state, data.eval_batches(split),
-                                    len(labels['pid']), mesh, split)
+  extract = (sequence_features.extract_sequence_features
+             if isinstance(embed_fn, SequenceEmbedder) else extract_tracklet_features)
+  feats = extract(embed_fn, state, data.eval_batches(split), len(labels['pid']), mesh, split)
   return feats, labels
 
 

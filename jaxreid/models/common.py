@@ -105,6 +105,27 @@ def bnneck_head(features, num_classes: int, train: bool, *, bnneck: bool = True,
   return outputs
 
 
+# Whole-sequence evaluation (docs/design.md, "Model contract"): a model whose
+# class sets ``sequence_parts = True`` takes ``part=FRAMES`` (frames -> its
+# per-frame features, a dict of (B, T, ...) arrays) and ``part=SEQUENCE``
+# (those features of whole tracklets, zero-padded to a common L, with
+# ``frame_mask`` (B, L) bool -> its outputs, as if each tracklet were one clip
+# of its own length). Without ``part`` it is both in one call, on a clip.
+FRAMES, SEQUENCE = 'frames', 'sequence'
+PARTS = (None, FRAMES, SEQUENCE)
+
+
+def check_part(model: nn.Module, part, frame_mask) -> None:
+  """Refuses a ``part`` the model does not have, or a mask without SEQUENCE."""
+  if part not in PARTS:
+    raise ValueError(f'part={part!r}: expected one of {PARTS}.')
+  if part is not None and not getattr(model, 'sequence_parts', False):
+    raise ValueError(f'{type(model).__name__} has no per-frame / sequence parts '
+                     '(whole-sequence evaluation); use another eval sampler.')
+  if frame_mask is not None and part != SEQUENCE:
+    raise ValueError('frame_mask is only for part=SEQUENCE.')
+
+
 def check_outputs(outputs: dict, batch_size: int, num_classes: int) -> dict:
   """The output contract (docs/design.md, "Model contract"), checked at trace
   time: 'embedding' (B, D); 'logits' (B, num_classes) and every entry of

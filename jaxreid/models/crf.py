@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreid.layers import folding
+from jaxreid.layers import time_mask
 from jaxreid.layers.choices import check_choice
 from jaxreid.layers.kernel import Kernel
 from jaxreid.models import common
@@ -289,8 +290,15 @@ class CRF(CNNOptions):
     x = crop_region(x, self.region)
     return normalize_per_frame(folding.fold_time(x), self.normalization)
 
+  sequence_parts = True  # whole-sequence evaluation (common.FRAMES / SEQUENCE)
+
   @nn.compact
-  def __call__(self, frames, flow: Optional[Any] = None, train: bool = False):
+  def __call__(self, frames, flow: Optional[Any] = None, train: bool = False, *, part=None,
+               frame_mask=None):
+    """Frames (B, T, H, W, 3) uint8 [+ flow] -> outputs; ``part`` common.FRAMES
+    gives {'f': f_t (B, T, D)}, common.SEQUENCE takes that dict of whole
+    tracklets with ``frame_mask`` (B, L) (``common.PARTS``)."""
+    common.check_part(self, part, frame_mask)
     _check('color', self.color, COLORS)
     _check('normalization', self.normalization, NORMALIZATIONS)
     _check('region', self.region, REGIONS)
@@ -300,17 +308,24 @@ class CRF(CNNOptions):
     if self.feature and self.feature != self.branches and self.branches != 'cnn_rnn':
       raise ValueError(f'CRF feature={self.feature!r} needs branches=cnn_rnn (a '
                        f'branches={self.branches!r} model has only that branch).')
-    batch_size, time_steps = frames.shape[:2]
-    x = self._inputs(frames, flow).astype(self.dtype)  # (B*T, H, W, C)
-    f = FrameCNN(**common.fields_of(self, CNNOptions), name='cnn')(x, train)
-    f = folding.unfold_time(f.astype(jnp.float32), time_steps)  # (B, T, D): f_t, eq. 1
+    if part == common.SEQUENCE:
+      f = frames['f']
+    else:
+      time_steps = frames.shape[1]
+      x = self._inputs(frames, flow).astype(self.dtype)  # (B*T, H, W, C)
+      f = FrameCNN(**common.fields_of(self, CNNOptions), name='cnn')(x, train)
+      f = folding.unfold_time(f.astype(jnp.float32), time_steps)  # (B, T, D): f_t, eq. 1
+      if part == common.FRAMES:
+        return {'f': f}
     pooled = {}
     if self.branches in ('cnn', 'cnn_rnn'):
-      pooled['cnn'] = jnp.mean(f, axis=1)  # (B, D): x_C, eq. 2
+      pooled['cnn'] = time_mask.masked_time_mean(f, frame_mask)  # (B, D): x_C, eq. 2
     if self.branches in ('rnn', 'cnn_rnn'):
+      # Causal: padding after a tracklet's end changes none of its steps.
       o = RecurrentLayer(self.feature_dim, self.activation, self.input_projection,
                          self.recurrent_dropout, self.dtype, name='rnn')(f, train)
-      pooled['rnn'] = jnp.mean(o.astype(jnp.float32), axis=1)  # (B, D): x_R, eq. 5
+      pooled['rnn'] = time_mask.masked_time_mean(o.astype(jnp.float32),
+                                                 frame_mask)  # (B, D): x_R, eq. 5
     if self.branches == 'cnn_rnn':
       pooled['cnn_rnn'] = pooled['cnn'] + pooled['rnn']  # x_F, eq. 6
     trained = pooled[self.branches]
@@ -322,4 +337,4 @@ class CRF(CNNOptions):
       if self.branch_classifiers and self.branches == 'cnn_rnn':
         outputs['aux_logits'] = [classifier(name='classifier_cnn')(pooled['cnn']),
                                  classifier(name='classifier_rnn')(pooled['rnn'])]
-    return common.check_outputs(outputs, batch_size, self.num_classes)
+    return common.check_outputs(outputs, f.shape[0], self.num_classes)

@@ -37,11 +37,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreid.layers import convlstm, folding
+from jaxreid.layers import convlstm, folding, time_mask
 from jaxreid.layers.choices import check_choice
 from jaxreid.models import common
 
 RECURRENCES = ('none', 'lstm', 'clstm')
+# The paper's first stage (section 1: "the extractor is constructed to learn
+# multi-scale features, which are used for the first stage training. Then, we
+# extract the temporal information through the CLSTM blocks"): f1's modules
+# and Loss_c's fc layer, on Loss_c (eq. 2) alone; ``config.first_stage``.
+FIRST_STAGE_MODULES = ('backbone', 'reduce_c2', 'reduce_c3', 'reduce_c4', 'reduce_c5',
+                       'f1_classifier')
+FIRST_STAGE_LOSSES = ('aux_ce',)
 UPSAMPLINGS = ('nearest', 'bilinear')
 SCALES = ('C2', 'C3', 'C4', 'C5')
 
@@ -102,31 +109,54 @@ class MSTN(common.BackboneModel):
   upsampling: str = 'nearest'
   bnneck: bool = False
 
+  sequence_parts = True  # whole-sequence evaluation (common.FRAMES / SEQUENCE)
+
   @nn.compact
-  def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
+  def __call__(self, frames, train: bool = False, *, part=None, frame_mask=None):
+    """Frames (B, T, H, W, 3) uint8 -> outputs; ``part`` common.FRAMES gives
+    {'f1': (B, T, h, w, 4S)}, common.SEQUENCE takes that dict of whole
+    tracklets with ``frame_mask`` (B, L) (``common.PARTS``)."""
+    common.check_part(self, part, frame_mask)
     check_choice('MSTN recurrence', self.recurrence, RECURRENCES)
     check_choice('MSTN upsampling', self.upsampling, UPSAMPLINGS)
     if self.recurrence != 'none' and self.lstm_features <= 0:
       raise ValueError(f'lstm_features must be positive; got {self.lstm_features}.')
-    batch_size, time_steps = frames.shape[:2]
+    if part == common.SEQUENCE:
+      f1 = frames['f1']
+    else:
+      f1 = self._multi_scale_features(frames, train)
+      if part == common.FRAMES:
+        return {'f1': f1}
+    return self._temporal_and_heads(f1, frame_mask, train)
+
+  def _multi_scale_features(self, frames, train: bool):
+    """Section 3.1, per frame: (B, T, H, W, 3) uint8 -> f1 (B, T, h, w, 4S)."""
+    time_steps = frames.shape[1]
     x = folding.fold_time(common.normalize_frames(frames, self.dtype))  # (B*T, H, W, 3)
     stages = self.resnet()(x, train=train)  # C2..C5
-    # --- Multi-scale feature extractor (section 3.1) ---------------------------
     grid = stages['C4'].shape[1:3]  # (h, w): 16 x 8 at 256 x 128
     scales = []
     for name in SCALES:  # 1x1 conv cuts each scale's channels, then onto C4's grid
       y = nn.Conv(self.scale_features, (1, 1), dtype=self.dtype,
                   name=f'reduce_{name.lower()}')(stages[name])  # (B*T, h_i, w_i, S)
       scales.append(to_grid(y, grid, self.upsampling))  # (B*T, h, w, S)
-    f1 = jnp.concatenate(scales, axis=-1)  # (B*T, h, w, 4S)
+    return folding.unfold_time(jnp.concatenate(scales, axis=-1), time_steps)  # (B, T, h, w, 4S)
+
+  def _temporal_and_heads(self, f1, frame_mask, train: bool):
+    """f1 (B, T, h, w, 4S) (T: a clip's or, with `frame_mask`, a padded
+    tracklet's frames) -> the outputs: Loss_c's head and section 3.2."""
+    batch_size, time_steps = f1.shape[:2]
+    f1 = folding.fold_time(f1)  # (B*T, h, w, 4S)
     # Adaptive average pooling over space, then the clip's mean over time.
-    f1_pooled = folding.unfold_time(jnp.mean(f1.astype(jnp.float32), axis=(1, 2)),
-                                    time_steps).mean(axis=1)  # (B, 4S)
+    f1_pooled = time_mask.masked_time_mean(folding.unfold_time(
+        jnp.mean(f1.astype(jnp.float32), axis=(1, 2)), time_steps), frame_mask)  # (B, 4S)
     outputs = {'f1_features': f1_pooled}
     if self.num_classes:  # Loss_c's fc layer (eq. 2)
       outputs['aux_logits'] = [nn.Dense(self.num_classes, name='f1_classifier')(f1_pooled)]
 
     # --- Temporal information extractor (section 3.2) --------------------------
+    # The recurrences are causal, so padding after a tracklet's end changes
+    # none of its steps; the temporal convolution and the mean are masked.
     if self.recurrence == 'none':  # Table 1 'CNN'
       final = f1_pooled
     else:
@@ -148,9 +178,10 @@ class MSTN(common.BackboneModel):
         h2 = block('lstm2')(h1)  # (B, T, F)
         s = h1 + h2 if self.residual else h2
       # 1D convolution over time; 'SAME' padding and the mean make it any-T.
+      s = time_mask.zero_padding_steps(s.astype(jnp.float32), frame_mask)
       temporal = nn.Conv(self.lstm_features, (self.temporal_kernel,), padding='SAME',
-                         name='temporal_conv')(s.astype(jnp.float32))  # (B, T, F)
-      temporal = jnp.mean(temporal, axis=1)  # (B, F)
+                         name='temporal_conv')(s)  # (B, T, F)
+      temporal = time_mask.masked_time_mean(temporal, frame_mask)  # (B, F)
       outputs['temporal_features'] = temporal
       final = jnp.concatenate([temporal, f1_pooled], axis=-1)  # (B, F + 4S)
     # Loss_t sees the final feature, Loss_l (label-smoothed CE, eq. 4) the fc

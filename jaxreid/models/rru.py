@@ -39,6 +39,7 @@ from jaxreid.backbones import resnet
 from jaxreid.layers import folding
 from jaxreid.layers import rru as rru_lib
 from jaxreid.layers import stim as stim_lib
+from jaxreid.layers import time_mask
 from jaxreid.layers.choices import check_choice
 from jaxreid.models import common
 
@@ -143,26 +144,44 @@ class RRUNet(common.BackboneModel):
     maps = folding.unfold_time(out['Mixed_7c'], time_steps)  # (B, T, h, w, C)
     return maps, out.get('aux_logits')
 
+  sequence_parts = True  # whole-sequence evaluation (common.FRAMES / SEQUENCE)
+
   @nn.compact
-  def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8
+  def __call__(self, frames, train: bool = False, *, part=None, frame_mask=None):
+    """Frames (B, T, H, W, 3) uint8 -> outputs; ``part`` common.FRAMES gives the
+    backbone maps {'maps': X (B, T, h, w, C)}, common.SEQUENCE takes that dict
+    of whole tracklets with ``frame_mask`` (B, L) (``common.PARTS``)."""
+    common.check_part(self, part, frame_mask)
     self._check()
-    x, aux = self._features(frames, train)  # X: (B, T, h, w, C)
+    aux = None
+    if part == common.SEQUENCE:
+      x = frames['maps']
+    else:
+      x, aux = self._features(frames, train)  # X: (B, T, h, w, C)
+      if part == common.FRAMES:
+        return {'maps': x}
     if RRU_VARIANTS[self.rru] is None:
       s = x.astype(jnp.float32)
-    else:
+    else:  # causal: padding after a tracklet's end changes none of its steps
       branches, gate_input = RRU_VARIANTS[self.rru]
       s = rru_lib.RRU(self.transition_features, self.spatial_hidden, branches, gate_input,
                       dtype=self.dtype, name='rru')(x, train=train)  # S: (B, T, h, w, C)
-    part_features = jnp.mean(s, axis=(1, 3))  # eq. 9: (B, h, C), strips over W and T
+    if frame_mask is None:
+      part_features = jnp.mean(s, axis=(1, 3))  # eq. 9: (B, h, C), strips over W and T
+    else:
+      part_features = time_mask.masked_time_mean(jnp.mean(s, axis=3), frame_mask)
     if self.temporal == 'stim':
-      f = stim_lib.STIM(self.stim_features, dtype=self.dtype, name='stim')(s, train)  # (B, 256)
+      f = stim_lib.STIM(self.stim_features, dtype=self.dtype, name='stim')(
+          s, train, frame_mask=frame_mask)  # (B, 256)
     elif self.temporal == 'lstm':
       frame_features = jnp.mean(s, axis=(2, 3))  # (B, T, C), GAP per frame
       h = nn.RNN(nn.OptimizedLSTMCell(self.lstm_features, dtype=self.dtype),
                  name='lstm')(frame_features.astype(self.dtype))  # (B, T, 256)
-      f = jnp.mean(h.astype(jnp.float32), axis=1)  # temporal average pooling
-    else:  # 'mean': the Baseline's average pooling
+      f = time_mask.masked_time_mean(h.astype(jnp.float32), frame_mask)  # temporal average
+    elif frame_mask is None:  # 'mean': the Baseline's average pooling
       f = jnp.mean(s, axis=(1, 2, 3))  # (B, C)
+    else:
+      f = time_mask.masked_time_mean(jnp.mean(s, axis=(2, 3)), frame_mask)
     outputs = {'embedding': f, 'triplet_features': f, 'part_features': part_features}
     if self.num_classes:
       outputs['logits'] = ClassifierBlock(
@@ -170,4 +189,4 @@ class RRUNet(common.BackboneModel):
           dtype=self.dtype, name='classifier')(f, train).astype(jnp.float32)
     if aux is not None:
       outputs['aux_logits'] = [aux.astype(jnp.float32)]
-    return common.check_outputs(outputs, frames.shape[0], self.num_classes)
+    return common.check_outputs(outputs, x.shape[0], self.num_classes)

@@ -57,7 +57,8 @@ def evaluate_checkpoint(config, workdir: str, data, step='latest') -> dict:
   state, meta = setup.restore_for_inference(config, workdir, mesh, step)
   checkpoint_record.check_not_trained_on(meta, config, data)
   writer = writers.create_writer(workdir, enabled=jax.process_index() == 0)
-  results = evaluate_and_report(config, workdir, inference.make_embed_fn(mesh, config.eval.flip),
-                                state, data, mesh, writer, int(state.step))
+  embedder = inference.make_tracklet_embedder(mesh, config.eval)
+  results = evaluate_and_report(config, workdir, embedder, state, data, mesh, writer,
+                                int(state.step))
   writer.flush()
   return results

@@ -72,7 +72,7 @@ def _train_and_evaluate(config, workdir: str, data) -> dict:
   writer = writers.create_writer(workdir, enabled=is_main)
   if int(run.state.step) == 0:
     writer.write_hparams(_flatten(config.to_dict()))
-  embed_fn = inference.make_embed_fn(mesh, flip=config.eval.flip)
+  embed_fn = inference.make_tracklet_embedder(mesh, config.eval)
   ckpt = run.checkpointer
   metric = config.best_checkpoint_metric
   best = (checkpoint.Checkpointer(workdir, max_to_keep=1, best_metric=metric) if metric

@@ -11,6 +11,13 @@ ImageNet-pretrained layers (RRU: 0.1x), through ``optax.multi_transform``:
 each group gets the same optimizer with its own schedule, as PyTorch's
 parameter groups with their own ``lr``. At 1.0 the optimizer is the plain one,
 so the optimizer state keeps its structure (older checkpoints resume).
+
+``config.first_stage`` (two-stage training, MSTN) holds the parameters
+outside ``first_stage.modules`` still for the first ``first_stage.steps``
+steps: ``optax.conditionally_mask`` zeroes their updates and leaves their
+gradient transformation's state (weight decay, Adam moments) untouched, so
+they start the second stage as initialized, with fresh moments, on the same
+schedule as everyone.
 """
 
 import jax
@@ -74,16 +81,58 @@ def _base_optimizer(config, learning_rate) -> optax.GradientTransformation:
                    f'valid choices: {", ".join(OPTIMIZERS)}.')
 
 
+def _direction(config) -> optax.GradientTransformation:
+  """`_base_optimizer` before its learning rate (weight decay and moments)."""
+  wd = config.weight_decay
+  if config.optimizer == 'sgd':
+    return optax.chain(optax.add_decayed_weights(wd),
+                       optax.trace(decay=config.momentum, nesterov=config.nesterov))
+  if config.optimizer == 'adam':
+    return optax.chain(optax.add_decayed_weights(wd), optax.scale_by_adam())
+  return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd))  # adamw
+
+
+def first_stage_labels(modules):
+  """labels(params): 'first' under the top-level modules `modules`, 'later' elsewhere."""
+
+  def labels(params):
+    missing = sorted(set(modules) - set(params))
+    if missing:
+      raise ValueError(f'config.first_stage.modules names {missing}, which the model does not '
+                       f'have; its top-level modules: {", ".join(sorted(params))}.')
+    return {name: jax.tree.map(lambda _, n=name: 'first' if n in modules else 'later', tree)
+            for name, tree in params.items()}
+
+  return labels
+
+
+def _two_stage_optimizer(config, schedule) -> optax.GradientTransformation:
+  """`first_stage.modules` train from step 0; the others from
+  `first_stage.steps` on (see the module docstring)."""
+  start = int(config.first_stage.steps)
+  later = optax.chain(
+      optax.conditionally_mask(_direction(config), lambda count: count >= start),
+      optax.scale_by_learning_rate(schedule))  # counts every step: the global schedule
+  return optax.multi_transform({'first': _base_optimizer(config, schedule), 'later': later},
+                               first_stage_labels(tuple(config.first_stage.modules)))
+
+
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (optimizer, learning-rate schedule) for `config.optimizer`.
 
   The schedule is the base rate (new layers); with ``config.pretrained_lr_mult``
-  != 1 the backbone's parameters follow `pretrained_lr_mult` times it.
+  != 1 the backbone's parameters follow `pretrained_lr_mult` times it; with
+  ``config.first_stage.steps`` > 0, two stages (module docstring).
   """
   schedule = make_schedule(config)
   mult = float(config.pretrained_lr_mult)
   if mult < 0:
     raise ValueError(f'config.pretrained_lr_mult must be >= 0, got {mult}.')
+  if config.get('first_stage') and config.first_stage.steps:
+    if mult != 1.0:
+      raise ValueError('config.first_stage and config.pretrained_lr_mult != 1 together are not '
+                       'supported; set one of them off.')
+    return _two_stage_optimizer(config, schedule), schedule
   if mult == 1.0:
     return _base_optimizer(config, schedule), schedule
   scaled = lambda step: mult * schedule(step)

@@ -1,7 +1,7 @@
 """The jitted, donated train step (big_vision style)."""
 
 import functools
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,8 @@ from jaxreid.inference import apply_model, model_inputs, model_variables
 
 
 def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options: Mapping,
-               schedule: Callable, seed: int, skip_nonfinite: bool = False):
+               schedule: Callable, seed: int, skip_nonfinite: bool = False,
+               first_stage_steps: int = 0, first_stage_losses: Sequence[str] = ()):
   """One optimizer step on a global PK batch.
 
   Args:
@@ -29,6 +30,10 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
       keep the parameters, optimizer state and BN statistics of before the
       step (the step counter still advances, so the data order is unchanged).
       Decided on device (``jnp.where``): no host synchronization per step.
+    first_stage_steps, first_stage_losses: for steps before
+      `first_stage_steps`, the loss is the sum of the `first_stage_losses`
+      terms only (two-stage training, ``config.first_stage``; the optimizer
+      holds the other parameters still, ``optim.make_optimizer``).
   Returns:
     (new state, dict of float32 scalar metrics). 'nonfinite' is 1.0 when this
     step's loss or gradient norm was not finite (0.0 otherwise).
@@ -42,6 +47,9 @@ def train_step(state, batch, *, loss_weights: Mapping[str, float], loss_options:
         train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
     total, terms = losses.total_loss(outputs, labels, loss_weights, loss_options,
                                      model=state.apply_fn)
+    if first_stage_steps:
+      first = sum(float(loss_weights[name]) * terms[name] for name in first_stage_losses)
+      total = jnp.where(state.step < first_stage_steps, first, total)
     return total, (terms, new_model_state, outputs)
 
   (total, (terms, new_model_state, outputs)), grads = jax.value_and_grad(
@@ -70,7 +78,16 @@ def make_train_step(config, schedule, state_sharding, mesh):
       train_step, loss_weights=losses.term_weights(config.losses),
       loss_options=losses.term_options(config.losses),
       schedule=schedule, seed=config.seed,
-      skip_nonfinite=config.skip_nonfinite_steps)
+      skip_nonfinite=config.skip_nonfinite_steps,
+      **first_stage(config))
   return jax.jit(step, donate_argnums=0,
                  in_shardings=(state_sharding, sharding.data_sharding(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)))
+
+
+def first_stage(config) -> dict:
+  """`train_step`'s two-stage arguments from ``config.first_stage`` ({} when off)."""
+  stage = config.get('first_stage')
+  if not stage or not stage.steps:
+    return {}
+  return {'first_stage_steps': int(stage.steps), 'first_stage_losses': tuple(stage.losses)}

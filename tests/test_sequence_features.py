@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from data_pipelines import pipeline, sampling
-from experiments import evaluate, family_configs, train
+from experiments import evaluate, family_configs, train, validate
+from experiments.configs import tiny
 from jaxreid import inference, sharding
 from jaxreid.evaluation import sequence_features
 
@@ -74,6 +75,18 @@ def test_each_tracklet_is_one_sequence_of_its_own_frames():
   expected = [[sum(_value(t, i) for i in range(n)), n, _value(t, 0), _value(t, n - 1)]
               for t, n in enumerate(NUM_FRAMES)]
   np.testing.assert_array_equal(feats, np.array(expected, np.float32))
+
+
+def test_whole_sequence_eval_needs_a_sequence_model_and_no_flip():
+  config = tiny.get_config()
+  config.eval.sampler, config.eval.flip = 'sequence', True  # tiny: temporal_pooling
+  with pytest.raises(validate.ConfigError) as error:
+    validate.validate_config(config, uses_dataset=False)
+  assert error.value.problems == [
+      "--config.eval.sampler='sequence': model 'temporal_pooling' has no sequence part to run "
+      'over a whole tracklet (models that do: crf, mstn, rru); use eval.sampler \'all\'.',
+      "--config.eval.flip=True: flip test-time augmentation is not available with "
+      "--config.eval.sampler='sequence'; set one of them off."]
 
 
 def test_padded_lengths():

@@ -85,15 +85,6 @@ def test_each_bad_value_is_one_line_naming_flag_value_and_choices(config, key, v
   assert _problems(config) == [line]
 
 
-def test_whole_sequence_eval_needs_a_sequence_model_and_no_flip(config):
-  config.eval.sampler, config.eval.flip = 'sequence', True  # tiny: temporal_pooling
-  assert _problems(config) == [
-      "--config.eval.sampler='sequence': model 'temporal_pooling' has no sequence part to run "
-      'over a whole tracklet (models that do: crf, mstn, rru); use eval.sampler \'all\'.',
-      "--config.eval.flip=True: flip test-time augmentation is not available with "
-      "--config.eval.sampler='sequence'; set one of them off."]
-
-
 def test_several_problems_are_all_reported_one_line_each(config):
   config.eval.protocol, config.num_instances = 'foo', 0
   problems = _problems(config)

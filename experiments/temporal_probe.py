@@ -21,13 +21,12 @@ Reads the workdir (its recorded config unless --config is given); writes only
 """
 
 import json
-import zlib
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from experiments import common
+from experiments.frame_perturbations import MODES, PerturbedData
 from jaxreid import inference, sharding
 from jaxreid.evaluation import retrieval
 from jaxreid.training import setup
@@ -37,45 +36,6 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the shuffled frame orders.')
 common.define_flags()
 common.define_step_flag()
 flags.adopt_module_key_flags(common)
-
-MODES = ('as_is', 'shuffled', 'frozen')
-
-
-def perturb(batch: dict, mode: str, rng: np.random.Generator) -> dict:
-  """`batch` with each clip's frames (B, T, H, W, 3) (and 'flow') reordered
-  or frozen as `mode` says (module docstring)."""
-  if mode == 'as_is':
-    return batch
-  frames = batch['frames']
-  rows = np.arange(len(frames))[:, None]
-  if mode == 'shuffled':
-    order = np.argsort(rng.random(frames.shape[:2]), axis=1)  # (B, T): a permutation per row
-    out = {**batch, 'frames': frames[rows, order]}
-    if 'flow' in batch:
-      out['flow'] = batch['flow'][rows, order]
-    return out
-  if mode == 'frozen':
-    out = {**batch, 'frames': np.repeat(frames[:, :1], frames.shape[1], axis=1)}
-    if 'flow' in batch:
-      out['flow'] = np.zeros_like(batch['flow'])
-    return out
-  raise ValueError(f'Unknown mode {mode!r}; valid: {", ".join(MODES)}.')
-
-
-class PerturbedData:
-  """The eval data object with `perturb` applied to every eval batch."""
-
-  def __init__(self, data, mode: str, seed: int):
-    self._data, self._mode, self._seed = data, mode, seed
-
-  def __getattr__(self, name):
-    return getattr(self._data, name)
-
-  def eval_batches(self, split: str):
-    rng = np.random.default_rng([self._seed, zlib.crc32(split.encode())])  # stable per split
-    for batch in self._data.eval_batches(split):
-      yield perturb(batch, self._mode, rng)
-
 
 def probe(config, workdir: str, step: str = 'latest', seed: int = 0) -> dict:
   """{mode: {'rank1', 'mAP', 'subsets'}} for every mode of `MODES`."""

@@ -14,7 +14,7 @@ from jaxreid.models import common
 from jaxreid.models import crf, mstn, rru
 
 _CHUNK = 3
-_LENGTHS = (7, 4)  # two tracklets: 3 + 3 + 1 and 3 + 1 frames; padded to 8
+_LENGTHS = (7, 8)  # 3 + 3 + 1 and 3 + 3 + 2 frames (one chunk shape); padded to 8
 
 MODELS = {
     'mstn_clstm': lambda: mstn.MSTN(num_classes=3, backbone='resnet_tiny', backbone_width=8,

@@ -51,6 +51,13 @@ def process_rows(batch_size: int):
   return jax.process_index() * local, (jax.process_index() + 1) * local
 
 
+def own_rows_to_global(batch: Mapping[str, np.ndarray], keys, mesh) -> dict:
+  """`batch[k]` for `keys` as global arrays: every process reads the same
+  padded eval batch and feeds only its own rows (`process_rows`)."""
+  row0, row1 = process_rows(len(batch['mask']))
+  return to_global({k: np.asarray(batch[k])[row0:row1] for k in keys}, mesh)
+
+
 def check_batch_divisible(global_batch_size: int, mesh, what: str):
   """Raises a clear error when a batch cannot be split evenly over the mesh."""
   n = mesh.devices.size

@@ -47,15 +47,11 @@ def extract_tracklet_features(embed_fn: Callable, state, batches: Iterable[Mappi
   last_report = start
   logging.info('Extracting %s: %d tracklets ...', name, num_tracklets)
   for i, batch in enumerate(batches):
-    # Every process reads the same padded batch and feeds only its own rows;
-    # the embeddings come back gathered with their rows' tracklet and mask.
-    row0, row1 = sharding.process_rows(len(batch['mask']))
-    keys = [k for k in MODEL_INPUT_KEYS if k in batch] + ['tracklet', 'mask']
-    local = {k: np.asarray(batch[k])[row0:row1] for k in keys}
-    glob = sharding.to_global(local, mesh)
-    inputs = {k: glob[k] for k in MODEL_INPUT_KEYS if k in glob}
+    # The embeddings come back gathered with their rows' tracklet and mask.
+    inputs = [k for k in MODEL_INPUT_KEYS if k in batch]
+    glob = sharding.own_rows_to_global(batch, inputs + ['tracklet', 'mask'], mesh)
     emb, tracklet, mask = jax.device_get(
-        embed_fn(state, inputs, glob['tracklet'], glob['mask']))
+        embed_fn(state, {k: glob[k] for k in inputs}, glob['tracklet'], glob['mask']))
     emb, mask = np.asarray(emb), np.asarray(mask, bool)  # (B, D), (B,)
     batch = {'tracklet': np.asarray(tracklet)}
     if sums is None:

@@ -115,16 +115,13 @@ def extract_sequence_features(embedder, state, batches: Iterable[Mapping], num_t
     if 'real_frames' not in batch:
       raise ValueError("Whole-sequence features need eval batches with 'real_frames' "
                        "(config.eval.sampler = 'sequence').")
-    row0, row1 = sharding.process_rows(len(batch['mask']))
-    keys = [k for k in MODEL_INPUT_KEYS if k in batch] + ['tracklet', 'mask', 'real_frames']
-    glob = sharding.to_global({k: np.asarray(batch[k])[row0:row1] for k in keys}, mesh)
-    inputs = {k: glob[k] for k in MODEL_INPUT_KEYS if k in glob}
+    inputs = [k for k in MODEL_INPUT_KEYS if k in batch]
+    glob = sharding.own_rows_to_global(batch, inputs + ['tracklet', 'mask', 'real_frames'], mesh)
     features, tracklets, mask, real = jax.device_get(embedder.frames_fn(
-        state, inputs, glob['tracklet'], glob['mask'], glob['real_frames']))
+        state, {k: glob[k] for k in inputs}, glob['tracklet'], glob['mask'], glob['real_frames']))
     if buckets is None:
-      frames_per_call = len(mask) * next(iter(features.values())).shape[1]
-      buckets = _Buckets(embedder.sequence_fn, state, mesh,
-                         next(iter(features.values())).shape[1], frames_per_call, out)
+      chunk_len = next(iter(features.values())).shape[1]
+      buckets = _Buckets(embedder.sequence_fn, state, mesh, chunk_len, len(mask) * chunk_len, out)
     for row in np.flatnonzero(np.asarray(mask, bool)):
       tracklet = int(tracklets[row])
       if tracklet != current:

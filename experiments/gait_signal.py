@@ -21,6 +21,9 @@ encoded) and with each camera's nuisances off (bounding-box jitter, sensor
 noise, motion blur; the 2.5% per-frame scale jitter stays, it has no
 switch): how much of the weak signal is the nuisances'. The dataset is not
 changed.
+
+It also prints, from the generator's own gait parameters, the twins' gait
+periods against the clip lengths T = 8 and 16 (`gait_statistics.periods`).
 """
 
 import json
@@ -28,7 +31,7 @@ import json
 from absl import app, flags
 
 from experiments import common
-from experiments.gait_statistics import measure, rendered_frames, stored_frames
+from experiments.gait_statistics import measure, periods, rendered_frames, stored_frames
 from experiments.configs import synthetic_baseline
 
 _CONFIG = flags.DEFINE_string('dataset_config', 'default', 'Synthetic dataset config.')
@@ -46,8 +49,13 @@ def main(argv):
   plan = splits.make_split_plan(params)
   test_ids = set(plan.test_identities)
   pairs = [p for p in plan.twin_pairs if p[0] in test_ids]
+  test_twins = [s for split in ('query', 'gallery') for s in plan.splits[split]
+                if s.pid > 0 and s.gait_twin]
+  gait = lambda identity: splits.identity_params(plan, identity).gait
+  out = {'periods': periods([gait(s.identity) for s in test_twins],
+                            [(gait(a), gait(b)) for a, b in pairs])}
   data = common.make_data(config, training=False)
-  out = {'stored': measure(data.index, stored_frames(data), pairs)}
+  out['stored'] = measure(data.index, stored_frames(data), pairs)
   if _RERENDER.value:
     for name, nuisances in (('rendered', True), ('rendered_without_nuisances', False)):
       out[name] = measure(data.index, rendered_frames(plan, nuisances), pairs)

@@ -85,3 +85,29 @@ def measure(index, frames_of, twin_pairs) -> dict:
           'motion_energy_choice_accuracy': statistics.mean(motion),
           'mean_colour_choice_accuracy': statistics.mean(colour),
           'pairs_fully_ordered_by_motion_energy': statistics.mean(ordered)}
+
+
+def periods(gaits_of_tracklets, twin_gaits, clip_lens=(8, 16)) -> dict:
+  """What a clip of T frames can show of the twins' gaits, from the
+  generator's own parameters (no pixels).
+
+  Args:
+    gaits_of_tracklets: the `Gait` of every test tracklet of a twin identity.
+    twin_gaits: (Gait, Gait) per twin pair.
+  Returns:
+    the gait period (1 / frequency, in frames) over those tracklets: min,
+    median, max; per T the share of tracklets whose period is longer than T
+    (a clip of T frames shows less than one cycle) and the median cycles a
+    clip shows; and the pairs whose thigh swing speed (stride x frequency, the
+    angular speed of the legs) is within a factor 1.3, which a per-frame
+    motion amount cannot tell apart.
+  """
+  period = np.array([1.0 / g.frequency for g in gaits_of_tracklets])
+  speed_ratio = [max(a.stride * a.frequency, b.stride * b.frequency) /
+                 min(a.stride * a.frequency, b.stride * b.frequency) for a, b in twin_gaits]
+  return {'tracklets': len(period), 'period_min': float(period.min()),
+          'period_median': float(np.median(period)), 'period_max': float(period.max()),
+          'clip': {int(t): {'share_under_one_cycle': float(np.mean(period > t)),
+                            'median_cycles': float(np.median(t / period))} for t in clip_lens},
+          'pairs': len(speed_ratio),
+          'pairs_with_swing_speed_within_1.3x': int(np.sum(np.array(speed_ratio) < 1.3))}

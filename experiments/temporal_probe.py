@@ -20,12 +20,10 @@ Reads the workdir (its recorded config unless --config is given); writes only
 --output (JSON: per mode rank-1, mAP and per-subset rank-1) and prints a table.
 """
 
-import json
-
 import jax
 from absl import app, flags
 
-from experiments import common
+from experiments import checkpoint_experiment, common
 from experiments.frame_perturbations import MODES, PerturbedData
 from jaxreid import inference, sharding
 from jaxreid.evaluation import retrieval
@@ -67,15 +65,8 @@ def format_table(out: dict) -> str:
 
 
 def main(argv):
-  step = common.run_or_exit(common.checkpoint_step)
-
-  def run(config, workdir):
-    out = probe(config, workdir, step, _SEED.value)
-    with open(_OUTPUT.value, 'w') as f:
-      json.dump(out, f, indent=1)
-    print(format_table(out), flush=True)
-
-  common.run_main(argv, run, command='extract')
+  checkpoint_experiment.run(argv, lambda c, w, step: probe(c, w, step, _SEED.value),
+                            format_table, _OUTPUT)
 
 
 if __name__ == '__main__':

@@ -61,6 +61,21 @@ def _blueprint(config, num_classes: int, mesh) -> _Blueprint:
                     checkpoint.abstract_with_shardings(abstract, state_sharding), state_sharding)
 
 
+def _initial_state(config, blueprint: _Blueprint):
+  state = jax.jit(blueprint.init, out_shardings=blueprint.state_sharding)(
+      jax.random.key(config.seed))
+  if config.pretrained:  # ImageNet weights; the model says where they go
+    state = pretrained.load_into_train_state(state, blueprint.model, config.pretrained,
+                                             blueprint.state_sharding)
+  return state
+
+
+def initial_state(config, num_classes: int, mesh):
+  """The state a new training run of `config` starts from (the same arrays:
+  initialized from ``jax.random.key(config.seed)``, then ``config.pretrained``)."""
+  return _initial_state(config, _blueprint(config, num_classes, mesh))
+
+
 def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool = True,
                 meta=None) -> Setup:
   """Builds the model and either restores the workdir's newest intact
@@ -78,11 +93,7 @@ def setup_state(config, workdir: str, num_classes: int, mesh, for_training: bool
   meta = checkpoint_record.checkpoint_meta(config, num_classes) if meta is None else meta
   state, _ = ckpt.restore(blueprint.target, meta)
   if state is None:
-    state = jax.jit(blueprint.init, out_shardings=blueprint.state_sharding)(
-        jax.random.key(config.seed))
-    if config.pretrained:  # ImageNet weights; the model says where they go
-      state = pretrained.load_into_train_state(state, blueprint.model, config.pretrained,
-                                               blueprint.state_sharding)
+    state = _initial_state(config, blueprint)
   else:
     logging.info('Resumed from %s at step %d.', ckpt.directory, int(state.step))
   return Setup(model=blueprint.model, state=state, schedule=blueprint.schedule,

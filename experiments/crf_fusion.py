@@ -216,8 +216,19 @@ def fusion_experiment(config, workdir: str, workdirs: dict, fusion_first: str = 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  config, workdir = common.config_and_workdir()
+  config, workdir = common.run_or_exit(common.config_and_workdir)
   workdirs = {r: _WORKDIRS[r].value for r in REGIONS}
+
+  def check():  # before any dataset work: the config (as a training config) and every folder
+    common.check_config(config, workdir, 'train')
+    from experiments import validate  # pylint: disable=g-import-not-at-top
+    for r, w in workdirs.items():
+      if not w or not os.path.isdir(w):
+        raise validate.ConfigError([
+            f'--{r}_workdir={w or ""}: expected the workdir of the {r}-body model (python -m '
+            f'experiments.train --config.model.region={r} ...), found no such folder.'])
+
+  common.run_or_exit(check)
   common.run_or_exit(lambda: fusion_experiment(config, workdir, workdirs, _FUSION.value,
                                                _STEPS.value))
 

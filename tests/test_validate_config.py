@@ -397,3 +397,15 @@ def test_extract_records_its_checkpoint_and_search_refuses_another(tmp_path, tin
   (_, rows), = search.search(tiny_config, workdir, other, str(query), top_k=1000,
                              allow_other_checkpoint=True)
   assert len(rows) == len(np.load(out)['name'])  # top_k beyond the gallery lists it all
+
+
+@pytest.mark.slow
+def test_crf_fusion_refuses_a_missing_region_workdir_before_anything(tmp_path):
+  code, stderr = _run('crf_fusion', f'--workdir={tmp_path}/fusion', f'--full_workdir={tmp_path}',
+                      f'--upper_workdir={tmp_path}', f'--lower_workdir={tmp_path}/none',
+                      f'--config.data_dir={tmp_path}/tfds')
+  assert code == 2
+  assert _one_error_line(stderr) == (
+      f'error: --lower_workdir={tmp_path}/none: expected the workdir of the lower-body model '
+      '(python -m experiments.train --config.model.region=lower ...), found no such folder.')
+  assert not (tmp_path / 'tfds').exists() and not (tmp_path / 'fusion').exists()

@@ -49,10 +49,21 @@ _decode_image = decoding.decode_image
 
 
 def _decode_clip(encoded, height: int, width: int):
-  """(T,) encoded images -> (T, height, width, 3) uint8."""
-  frames = tf.map_fn(_decode_image, encoded,
-                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  return augment.resize_clip(frames, height, width)
+  """(T,) encoded images -> (T, height, width, 3) uint8. Each frame is resized
+  on its own (the same bilinear resize as a whole clip's), so a tracklet whose
+  crops were saved at different sizes decodes too."""
+  decode = lambda e: augment.resize_clip(_decode_image(e)[None], height, width)[0]
+  return tf.map_fn(decode, encoded,
+                   fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
+
+
+def stack_frames(frames) -> np.ndarray:
+  """(H_i, W_i, 3) uint8 frames -> (n, H, W, 3), the size of the first; frames
+  of another size are resized to it (for pictures of tracklets whose crops
+  differ in size)."""
+  h, w = frames[0].shape[:2]
+  return np.stack([f if f.shape[:2] == (h, w) else
+                   augment.resize_clip(f[None], h, w)[0].numpy() for f in frames])
 
 
 def _flow_sources(num_frames: int, frame_indices):
@@ -138,11 +149,12 @@ class ReIDData:
 
   def tracklet_frames(self, split: str, tracklet: int, num_frames: int) -> np.ndarray:
     """`num_frames` evenly spaced frames of one tracklet, (n, H, W, 3) uint8 as
-    stored (for pictures, not for the model)."""
+    stored (for pictures, not for the model; frames of another size than the
+    first are resized to it)."""
     index = self.index[split]
     picks = sampling.evenly_spaced(index.num_frames[tracklet], num_frames)
     encoded = _frame_bytes(self._sources[split], index.position[tracklet], picks)
-    return np.stack([_decode_image(tf.constant(e)).numpy() for e in encoded])
+    return stack_frames([_decode_image(tf.constant(e)).numpy() for e in encoded])
 
   # --- train -----------------------------------------------------------------
 

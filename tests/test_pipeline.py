@@ -89,3 +89,21 @@ def test_unknown_dataset_and_config_name_choices(tiny_data_dir):
     datasets.get_builder('marz')
   with pytest.raises(ValueError, match="Unknown config 'huge' of dataset 'synthetic_video_reid'"):
     datasets.get_builder('synthetic_video_reid', 'huge', tiny_data_dir)
+
+
+def test_frames_of_different_sizes_decode_each_resized_on_its_own():
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  frames = [rng.integers(0, 256, size, np.uint8) for size in ((64, 32, 3), (80, 40, 3),
+                                                               (64, 32, 3))]
+  encoded = tf.constant([tf.io.encode_png(f).numpy() for f in frames])
+  clip = pipeline._decode_clip(encoded, 64, 32).numpy()  # (3, 64, 32, 3)
+  assert clip.shape == (3, 64, 32, 3)
+  np.testing.assert_array_equal(clip[0], frames[0])  # the right size: untouched
+  np.testing.assert_array_equal(clip[2], frames[2])
+  # The 80 x 40 frame: TF's antialiased bilinear resize of that frame alone, rounded.
+  expected = tf.image.resize(frames[1][None].astype(np.float32), (64, 32), antialias=True)
+  np.testing.assert_array_equal(clip[1], np.clip(np.round(expected[0].numpy()), 0, 255))
+  stacked = pipeline.stack_frames([frames[1], frames[0]])  # pictures: the first one's size
+  assert stacked.shape == (2, 80, 40, 3)
+  np.testing.assert_array_equal(stacked[0], frames[1])

@@ -304,6 +304,14 @@ def parse_flags(argv):
   this names the flag, the closest key and the valid keys at that level.
   """
   argv = _with_recorded_config(argv)
+  if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]) and not any(
+      a in ('--help', '--helpshort', '--helpfull', '-h') or a.startswith('--flagfile')
+      for a in argv[1:]):
+    workdir = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--workdir=')), '')
+    sys.exit(f'FATAL Flags parsing error: --config: required: a config file '
+             '(e.g. --config=experiments/configs/synthetic_baseline.py)'
+             + (f', since --workdir={workdir} holds no recorded {run_record.CONFIG_FILE} '
+                '(no training run has started there)' if workdir else '') + '.')
   try:
     return app.parse_flags_with_usage(argv)
   except AttributeError as e:

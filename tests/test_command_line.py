@@ -79,3 +79,13 @@ def test_show_config_prints_every_field_with_value_and_comment(tmp_path):
   assert lines['losses.ce.label_smoothing'].endswith('# of the softmax cross-entropy (0 = plain '
                                                       'softmax)')
   assert lines['num_train_epochs'].startswith('num_train_epochs = None ')
+
+
+def test_a_workdir_without_a_recorded_config_asks_for_config_in_one_line(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={tmp_path}'],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      'FATAL Flags parsing error: --config: required: a config file (e.g. '
+      f'--config=experiments/configs/synthetic_baseline.py), since --workdir={tmp_path} holds '
+      'no recorded config.json (no training run has started there).')

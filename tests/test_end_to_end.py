@@ -125,6 +125,7 @@ def test_workdir_record_best_checkpoint_and_evaluating_a_workdir_alone(tmp_path,
           Image.fromarray(np.full((16, 8, 3), 40 * pid + i, np.uint8)).save(folder / f'{i}.png')
   other = copy.deepcopy(tiny_config)
   other.dataset, other.dataset_config, other.manual_dir = 'tracklet_folders', '', str(tree)
+  other.data_dir = str(tmp_path / 'tfds')  # not the session's shared tiny data_dir
   crossed = evaluate.evaluate(other, workdir)
   assert crossed['num_query'] == 2 and run_record.read_eval_history(workdir)[-1]['dataset'] == \
       'tracklet_folders'

@@ -9,6 +9,13 @@ from typing import Callable
 from experiments import common
 
 
+def summary(results: dict) -> dict:
+  """The part of `retrieval.evaluate`'s results these commands keep: rank-1,
+  mAP and each subset's rank-1."""
+  return {'rank1': results['rank1'], 'mAP': results['mAP'],
+          'subsets': {k: v['rank1'] for k, v in results['subsets'].items()}}
+
+
 def run(argv, compute: Callable, describe: Callable, output_flag):
   """`compute(config, workdir, step)` -> a JSON-able dict, written to the file
   of `output_flag` (an absl FlagHolder); then `describe(result)` printed."""

@@ -308,7 +308,7 @@ def parse_flags(argv):
       a in ('--help', '--helpshort', '--helpfull', '-h') or a.startswith('--flagfile')
       for a in argv[1:]):
     workdir = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--workdir=')), '')
-    sys.exit(f'FATAL Flags parsing error: --config: required: a config file '
+    sys.exit('FATAL Flags parsing error: --config: required: a config file '
              '(e.g. --config=experiments/configs/synthetic_baseline.py)'
              + (f', since --workdir={workdir} holds no recorded {run_record.CONFIG_FILE} '
                 '(no training run has started there)' if workdir else '') + '.')

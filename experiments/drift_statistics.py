@@ -18,6 +18,7 @@ and ``backbone/layer1_0/temporal_conv1/kernel`` are both ``temporal_conv``
 import re
 
 import numpy as np
+from flax import traverse_util
 
 _POSITION = re.compile(r'^layer\d+_\d+$')  # a ResNet block's position
 
@@ -30,19 +31,15 @@ def group_of(path: tuple[str, ...]) -> str:
   return '/'.join([m for m in kept if m] + [param])
 
 
-def _flatten(tree, prefix=()):
-  if isinstance(tree, dict):
-    for k, v in tree.items():
-      yield from _flatten(v, prefix + (str(k),))
-  else:
-    yield prefix, np.asarray(tree, np.float64)
+def _flatten(tree) -> dict:
+  return {tuple(map(str, k)): np.asarray(v, np.float64)
+          for k, v in traverse_util.flatten_dict(tree).items()}
 
 
 def drift_by_group(init_params, final_params) -> dict[str, dict]:
   """{group: {'size', 'init_norm', 'delta_norm', 'relative', 'delta_rms'}}, in
   the order the groups first appear; the trees must have the same structure."""
-  init = dict(_flatten(init_params))
-  final = dict(_flatten(final_params))
+  init, final = _flatten(init_params), _flatten(final_params)
   if init.keys() != final.keys():
     raise ValueError('The two parameter trees differ in structure: '
                      f'{sorted(init.keys() ^ final.keys())[:3]} ...')

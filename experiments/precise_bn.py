@@ -63,8 +63,7 @@ def precise_bn(config, workdir: str, step: str = 'latest', num_batches: int = 50
          'shift': relative_shift(state.batch_stats, population)}
   for name, stats in (('moving', state.batch_stats), ('population', population)):
     results = evaluate(state=state.replace(batch_stats=stats))
-    out[name] = {'rank1': results['rank1'], 'mAP': results['mAP'],
-                 'subsets': {k: v['rank1'] for k, v in results['subsets'].items()}}
+    out[name] = checkpoint_experiment.summary(results)
   return out
 
 

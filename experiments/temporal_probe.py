@@ -47,8 +47,7 @@ def probe(config, workdir: str, step: str = 'latest', seed: int = 0) -> dict:
     results = retrieval.evaluate(embedder, state, PerturbedData(data, mode, seed), mesh,
                                  metric=config.eval.metric, protocol=config.eval.protocol,
                                  normalize=config.eval.normalize_features)
-    out[mode] = {'rank1': results['rank1'], 'mAP': results['mAP'],
-                 'subsets': {k: v['rank1'] for k, v in results['subsets'].items()}}
+    out[mode] = checkpoint_experiment.summary(results)
   return out
 
 

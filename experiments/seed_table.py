@@ -12,6 +12,13 @@ flags than its row's now is refused, in one line):
 
   python -m experiments.seed_table --root=workdir/temporal --report_only  # the table so far
 
+With --record=DIR (a folder you commit, e.g. docs/study/t8), each finished
+run also leaves a small record, DIR/<name>/seed_<S>.json: its train flags,
+seed, code commit, date, wall time and metrics (not the per-query lists). A
+run with a record is not trained again, so a study too long for one machine
+or session accumulates by committing DIR; the table is written there too.
+A record made for other flags than the row's now is refused like a workdir.
+
 The table gives, per row, mean +- sample std over seeds of rank-1, mAP and
 rank-1 on the gait-twin queries, and for every row after the first its
 per-seed difference from the first row (paired by seed) with mean +- std; a
@@ -36,6 +43,9 @@ _ROWS = flags.DEFINE_multi_string(
     'first row is what the others are compared with). Rows are remembered in ROOT/rows.json, '
     'so --report_only needs none.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (--config.seed) of every row.')
+_RECORD = flags.DEFINE_string(
+    'record', None, 'Folder of small per-run records to commit (see above); runs recorded there '
+    'are not trained again.')
 _REPORT_ONLY = flags.DEFINE_boolean('report_only', False, 'Train nothing; tabulate what exists.')
 
 METRICS = (('rank-1', lambda r: r['rank1']), ('mAP', lambda r: r['mAP']),
@@ -75,6 +85,58 @@ def check_row(name: str, train_flags: list, seed: str, workdir: str) -> None:
     sys.exit(f'{workdir} was trained for row {name!r} as {shlex.join(before)}, not '
              f'{shlex.join(train_flags)} (seed {seed}); give the changed row another name '
              f'or another --root, or delete {workdir}.')
+
+
+_KEPT = ('rank1', 'rank5', 'rank10', 'mAP', 'mINP', 'step', 'num_query', 'num_gallery')
+
+
+def make_record(train_flags: list, seed: str, results: dict, commit: str, date: str,
+                wall_s) -> dict:
+  """The small, committable record of one finished run: its flags, provenance and
+  metrics (the subsets' metrics too, without the per-query lists). `wall_s` is the
+  training time of the call that finished it (None: finished by an earlier call)."""
+  metrics = {k: results[k] for k in _KEPT if k in results}
+  metrics['subsets'] = {
+      name: {k: v for k, v in subset.items() if isinstance(v, (int, float))}
+      for name, subset in results.get('subsets', {}).items()}
+  return {'train_flags': train_flags, 'seed': seed, 'commit': commit, 'date': date,
+          'wall_s': None if wall_s is None else round(wall_s, 1), 'results': metrics}
+
+
+def read_record(record_dir, name: str, train_flags: list, seed: str):
+  """The record of (row, seed) under `record_dir`, or None; exits with one line
+  if it was made for other flags than the row's now."""
+  if not record_dir:
+    return None
+  path = os.path.join(record_dir, name, f'seed_{seed}.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  if record['train_flags'] != train_flags:
+    sys.exit(f'{path} records row {name!r} as {shlex.join(record["train_flags"])}, not '
+             f'{shlex.join(train_flags)} (seed {seed}); give the changed row another name, '
+             f'another --record, or delete {path}.')
+  return record
+
+
+def _write_json(path: str, value) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=1)
+    f.write('\n')
+  os.replace(path + '.tmp', path)
+
+
+def _commit(workdir: str) -> str:
+  """The git commit of the code that trained `workdir` (its config.json), or 'unknown'."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      code = json.load(f)['code']
+  except (OSError, ValueError, KeyError):
+    return 'unknown'
+  commit = (code.get('git_commit') or 'unknown')[:12]
+  return commit + (' (with uncommitted changes)' if code.get('git_dirty') else '')
 
 
 def _train(name: str, train_flags: list, seed: str, workdir: str) -> None:
@@ -127,13 +189,15 @@ def table(rows: dict, results: dict, seeds: list) -> tuple:
 
 def main(argv):
   del argv
-  root = _ROOT.value
+  root, record_dir = _ROOT.value, _RECORD.value
   rows_file = os.path.join(root, 'rows.json')
   rows = dict(parse_row(r) for r in _ROWS.value)
   if not rows:
-    if not os.path.exists(rows_file):
+    saved = [os.path.join(record_dir, 'rows.json')] if record_dir else []
+    saved = [p for p in saved + [rows_file] if os.path.exists(p)]
+    if not saved:
       raise app.UsageError(f'No --row given and no {rows_file} from an earlier call.')
-    with open(rows_file) as f:
+    with open(saved[0]) as f:
       rows = json.load(f)
   seeds = _SEEDS.value
   runs = [(name, seed) for seed in seeds for name in rows]  # seed-major: early rows per seed
@@ -142,26 +206,46 @@ def main(argv):
   os.makedirs(root, exist_ok=True)
   with open(rows_file, 'w') as f:
     json.dump(rows, f, indent=1)
+  for name, seed in runs:
+    read_record(record_dir, name, rows[name], seed)
+  if record_dir:
+    _write_json(os.path.join(record_dir, 'rows.json'), rows)
+
+  def finished(name, seed):
+    record = read_record(record_dir, name, rows[name], seed)
+    if record is not None:
+      return record['results']
+    return _results(os.path.join(root, name, f'seed_{seed}'))
+
   start, trained = time.time(), 0
   results = {}
   for i, (name, seed) in enumerate(runs):
     workdir = os.path.join(root, name, f'seed_{seed}')
-    if not _REPORT_ONLY.value and _results(workdir) is None:
-      left = sum(_results(os.path.join(root, n, f'seed_{s}')) is None for n, s in runs[i:])
+    wall_s = None
+    if not _REPORT_ONLY.value and finished(name, seed) is None:
+      left = sum(finished(n, s) is None for n, s in runs[i:])
       eta = ''
       if trained:
         eta = f', about {(time.time() - start) / trained * left / 60:.0f} min left'
       print(f'[{i + 1}/{len(runs)}] {name}, seed {seed}{eta}', flush=True)
+      run_start = time.time()
       _train(name, rows[name], seed, workdir)
       trained += 1
-    if _results(workdir) is not None:
-      results.setdefault(name, {})[seed] = _results(workdir)
+      wall_s = time.time() - run_start
+    if (record_dir and read_record(record_dir, name, rows[name], seed) is None
+        and _results(workdir) is not None):  # also a run finished before --record was given
+      _write_json(os.path.join(record_dir, name, f'seed_{seed}.json'),
+                  make_record(rows[name], seed, _results(workdir), _commit(workdir),
+                              time.strftime('%Y-%m-%d', time.gmtime()), wall_s))
+    if finished(name, seed) is not None:
+      results.setdefault(name, {})[seed] = finished(name, seed)
   markdown, numbers = table(rows, results, seeds)
   print(markdown)
-  with open(os.path.join(root, 'table.md'), 'w') as f:
-    f.write(markdown + '\n')
-  with open(os.path.join(root, 'table.json'), 'w') as f:
-    json.dump({'rows': rows, 'seeds': seeds, 'percent': numbers}, f, indent=1)
+  for folder in filter(None, (root, record_dir)):
+    with open(os.path.join(folder, 'table.md'), 'w') as f:
+      f.write(markdown + '\n')
+    _write_json(os.path.join(folder, 'table.json'),
+                {'rows': rows, 'seeds': seeds, 'percent': numbers})
 
 
 if __name__ == '__main__':

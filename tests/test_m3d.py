@@ -373,6 +373,15 @@ def test_pretrained_file_into_both_streams_of_a_train_state(tmp_path):
   assert labels['spatial']['backbone']['conv1']['kernel'] == 'pretrained'
   assert labels['temporal']['backbone']['conv1']['kernel'] == 'pretrained'
   assert all(v == 'new' for v in jax.tree.leaves(labels['spatial']['bnneck']))
+  # With the model's new_layers (what setup passes), its temporal kernels and
+  # RALs learn at the base rate; the 2D layers around them stay 'pretrained'.
+  labels = optim.backbone_labels(params, model.new_layers)
+  flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(labels)}
+  temporal_labels = {v for k, v in flat.items() if "['temporal_conv" in k}
+  ral_labels = {v for k, v in flat.items() if "['ral" in k}
+  assert temporal_labels == {'new'} and ral_labels == {'new'}, (temporal_labels, ral_labels)
+  assert labels['temporal']['backbone']['conv1']['kernel'] == 'pretrained'
+  assert labels['temporal']['backbone']['layer2_0']['conv2']['kernel'] == 'pretrained'
   assert isinstance(loaded.opt_state, optax.MultiTransformState)
   # Each stream gives the 2D network's features.
   expected = base.apply(base.load(jax.tree.map(np.zeros_like, base_vars), sd),

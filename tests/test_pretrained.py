@@ -222,6 +222,16 @@ def test_pretrained_lr_mult_scales_backbone_updates():
                                rtol=1e-6)
   with pytest.raises(ValueError, match="no module named 'backbone'"):
     tx.init({'classifier': params['classifier']})
+  # A layer the model names new (here by fnmatch below the backbone) keeps the base rate.
+  params = {'backbone': {'w': jnp.ones(3), 'block': {'temporal_conv': {'kernel': jnp.ones(3)}}}}
+  tx, _ = optim.make_optimizer(config, new_layers=('*/temporal_conv*',))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  # SGD's first step with weight decay 5e-4 on ones: -lr * (1 + 5e-4), Nesterov: x (1 + momentum)
+  lr, m = config.learning_rate, config.momentum
+  step = -lr * (1 + 5e-4) * (1 + m if config.nesterov else 1)
+  np.testing.assert_allclose(updates['backbone']['block']['temporal_conv']['kernel'], step,
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates['backbone']['w'], 0.1 * step, rtol=1e-6)
 
 
 def test_setup_state_loads_pretrained_backbone_only_when_starting(tmp_path):

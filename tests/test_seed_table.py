@@ -52,3 +52,24 @@ def test_a_changed_row_does_not_reuse_an_old_run(tmp_path):
                      'tiny.py, not .* --config.learning_rate=0.1') as e:
     seed_table.check_row('a', flags + ['--config.learning_rate=0.1'], '0', str(workdir))
   assert '\n' not in str(e.value)
+
+
+def test_records_keep_metrics_and_provenance_and_refuse_changed_rows(tmp_path):
+  flags = ['--config=experiments/configs/tiny.py']
+  results = {'rank1': 0.9, 'rank5': 0.95, 'mAP': 0.8, 'mINP': 0.5, 'step': 500,
+             'per_query': [1, 2, 3],
+             'subsets': {'gait_twins': {'rank1': 0.6, 'mAP': 0.55, 'queries': [4, 5]}}}
+  record = seed_table.make_record(flags, '1', results, 'abc1234', '2026-12-02', 61.27)
+  assert record == {
+      'train_flags': flags, 'seed': '1', 'commit': 'abc1234', 'date': '2026-12-02',
+      'wall_s': 61.3, 'results': {'rank1': 0.9, 'rank5': 0.95, 'mAP': 0.8, 'mINP': 0.5,
+                                  'step': 500, 'subsets': {'gait_twins': {'rank1': 0.6,
+                                                                          'mAP': 0.55}}}}
+  assert seed_table.METRICS[2][1](record['results']) == 0.6  # the table reads records as is
+  seed_table._write_json(str(tmp_path / 'a' / 'seed_1.json'), record)
+  assert seed_table.read_record(str(tmp_path), 'a', flags, '1') == record
+  assert seed_table.read_record(str(tmp_path), 'a', flags, '2') is None
+  assert seed_table.read_record(None, 'a', flags, '1') is None
+  with pytest.raises(SystemExit, match=r'seed_1.json records row .a. as .*tiny.py, not') as e:
+    seed_table.read_record(str(tmp_path), 'a', flags + ['--config.seed=3'], '1')
+  assert '\n' not in str(e.value)

@@ -134,6 +134,7 @@ class VideoResNet(StreamOptions):
   """One stream: a (temporal) ResNet, GAP, temporal mean, BN, classifier."""
 
   load = _load_streams((common.BACKBONE,))
+  new_layers = KEEP_INIT  # learn at the base rate under config.pretrained_lr_mult
 
   def _trunk(self, time_steps: int, train: bool) -> nn.Module:
     """The backbone: the ResNet with this stream's blocks and RALs injected."""
@@ -185,6 +186,7 @@ class TwoStreamM3D(StreamOptions):
   normalize_streams: bool = False
 
   load = _load_streams(tuple(f'{s}/{common.BACKBONE}' for s in ('spatial', 'temporal')))
+  new_layers = KEEP_INIT
 
   @nn.compact
   def __call__(self, frames, train: bool = False):  # (B, T, H, W, 3) uint8

@@ -7,7 +7,9 @@ Weight decay is applied as the papers' PyTorch code applies it: for 'sgd' and
 ``config.pretrained_lr_mult`` (default 1.0) scales the learning rate of the
 parameters under every backbone (any module named ``backbone``: ``params['backbone']``,
 or both streams' ``spatial/backbone`` and ``temporal/backbone``), as papers do for
-ImageNet-pretrained layers (RRU: 0.1x), through ``optax.multi_transform``:
+ImageNet-pretrained layers (RRU: 0.1x), through ``optax.multi_transform``;
+layers new inside a backbone that the model names in its ``new_layers`` (M3D's
+temporal kernels and RALs, which no 2D file provides) learn at the base rate:
 each group gets the same optimizer with its own schedule, as PyTorch's
 parameter groups with their own ``lr``. At 1.0 the optimizer is the plain one,
 so the optimizer state keeps its structure (older checkpoints resume).
@@ -19,6 +21,9 @@ gradient transformation's state (weight decay, Adam moments) untouched, so
 they start the second stage as initialized, with fresh moments, on the same
 schedule as everyone.
 """
+
+import fnmatch
+import functools
 
 import jax
 import optax
@@ -51,14 +56,18 @@ def make_schedule(config) -> optax.Schedule:
 BACKBONE_MODULE = 'backbone'
 
 
-def backbone_labels(params):
+def backbone_labels(params, new_layers=()):
   """'pretrained' for every parameter inside a module named 'backbone' (at any
-  depth), 'new' elsewhere. New layers inside a backbone (M3D's temporal
-  kernels, RALs) count as the backbone's."""
+  depth), 'new' elsewhere and for the backbone's own new layers: paths below
+  the backbone (e.g. 'layer2_0/temporal_conv/kernel') matching an fnmatch
+  pattern of `new_layers`."""
 
   def label(keys, _):
     path = tuple(str(getattr(k, 'key', k)) for k in keys)
-    return 'pretrained' if BACKBONE_MODULE in path[:-1] else 'new'
+    if BACKBONE_MODULE not in path[:-1]:
+      return 'new'
+    below = '/'.join(path[len(path) - path[::-1].index(BACKBONE_MODULE):])
+    return 'new' if any(fnmatch.fnmatchcase(below, p) for p in new_layers) else 'pretrained'
 
   labels = jax.tree_util.tree_map_with_path(label, params)
   if 'pretrained' not in jax.tree.leaves(labels):
@@ -117,11 +126,13 @@ def _two_stage_optimizer(config, schedule) -> optax.GradientTransformation:
                                first_stage_labels(tuple(config.first_stage.modules)))
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, new_layers=()) -> tuple[optax.GradientTransformation,
+                                                   optax.Schedule]:
   """Returns (optimizer, learning-rate schedule) for `config.optimizer`.
 
   The schedule is the base rate (new layers); with ``config.pretrained_lr_mult``
-  != 1 the backbone's parameters follow `pretrained_lr_mult` times it; with
+  != 1 the backbone's parameters follow `pretrained_lr_mult` times it, but for
+  those matching `new_layers` (the model's, see `backbone_labels`); with
   ``config.first_stage.steps`` > 0, two stages (module docstring).
   """
   schedule = make_schedule(config)
@@ -138,5 +149,5 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
   scaled = lambda step: mult * schedule(step)
   tx = optax.multi_transform(
       {'new': _base_optimizer(config, schedule), 'pretrained': _base_optimizer(config, scaled)},
-      backbone_labels)
+      functools.partial(backbone_labels, new_layers=tuple(new_layers)))
   return tx, schedule

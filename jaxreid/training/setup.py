@@ -51,7 +51,7 @@ class _Blueprint:
 
 def _blueprint(config, num_classes: int, mesh) -> _Blueprint:
   model = build_model(config, num_classes)
-  tx, schedule = optim.make_optimizer(config)
+  tx, schedule = optim.make_optimizer(config, getattr(model, 'new_layers', ()))
   sample = state_lib.sample_input(config.clip_len, config.height, config.width,
                                   flow=config.use_flow)
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)

@@ -119,6 +119,9 @@ class ReIDData:
     train_pids = self.index['train'].pid
     self.train_pid_values, self.train_labels = np.unique(train_pids, return_inverse=True)
     self.num_train_ids = len(self.train_pid_values)
+    self.partners = None  # (num_ids,) twin label of each label, or -1 (train_twins_together)
+    if config.get('train_twins_together'):
+      self.partners = twin_partners(self.builder, self.train_pid_values)
 
   @property
   def num_train_tracklets(self) -> int:
@@ -167,7 +170,7 @@ class ReIDData:
       plan = sampling.plan_pk_batch(
           self.index['train'], self.train_labels, seed=c.seed, step=step,
           num_identities=c.num_identities, num_instances=c.num_instances,
-          clip_len=c.clip_len, clip_sampler=c.train_sampler)
+          clip_len=c.clip_len, clip_sampler=c.train_sampler, partners=self.partners)
     elif sampler == 'pairs':
       # The training loop sizes and shards batches as P * K clips.
       if 2 * c.num_pairs != c.num_identities * c.num_instances:
@@ -300,6 +303,17 @@ class ReIDData:
     return eval_batches(self.config, index.num_frames,
                         lambda t, picks: _frame_bytes(source, index.position[t], picks),
                         index.pid, index.camid)
+
+
+def twin_partners(builder, train_pid_values) -> np.ndarray:
+  """The synthetic generator's training gait-twin pairs as (num_ids,) partner
+  labels (-1: no twin); labels index the sorted training pids."""
+  from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
+  label_of = {int(pid): label for label, pid in enumerate(train_pid_values)}
+  partners = np.full(len(train_pid_values), -1, np.int64)
+  for a, b in splits.train_twin_pids(builder.builder_config.params):
+    partners[label_of[a]], partners[label_of[b]] = label_of[b], label_of[a]
+  return partners
 
 
 def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict]:

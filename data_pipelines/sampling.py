@@ -97,7 +97,7 @@ def _order_by_camera(tracklets, cams, rng):
 
 def plan_pk_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int,
                   num_identities: int, num_instances: int, clip_len: int,
-                  clip_sampler: str) -> BatchPlan:
+                  clip_sampler: str, partners=None) -> BatchPlan:
   """The global PK batch of `step`: P identities x K tracklets x T frames.
 
   Rows are grouped by identity (row p*K + k is the k-th tracklet of the p-th
@@ -111,6 +111,8 @@ def plan_pk_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int
     num_instances: K.
     clip_len: T.
     clip_sampler: see `sample_clip`.
+    partners: optional (num_ids,) label drawn together with each label (-1:
+      none; symmetric pairs): see `choose_identities`.
   """
   num_ids = int(labels.max()) + 1
   if num_identities > num_ids:
@@ -118,7 +120,10 @@ def plan_pk_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int
                      'training identities of the dataset.')
   rng = np.random.default_rng([seed, step])
   by_label = _tracklets_by_label(labels)
-  chosen = rng.choice(num_ids, size=num_identities, replace=False)
+  if partners is None:
+    chosen = rng.choice(num_ids, size=num_identities, replace=False)
+  else:
+    chosen = choose_identities(rng.permutation(num_ids), partners, num_identities)
   tracklets = []
   for label in chosen:
     own = _order_by_camera(by_label[label], index.camid[by_label[label]], rng)
@@ -130,6 +135,28 @@ def plan_pk_batch(index: SplitIndex, labels: np.ndarray, *, seed: int, step: int
   aug_seeds = rng.integers(0, 2**31 - 1, size=(len(tracklets), 2), dtype=np.int64)
   return BatchPlan(tracklets, frames, labels[tracklets].astype(np.int32),
                    aug_seeds.astype(np.int32))
+
+
+def choose_identities(order, partners, num_identities: int) -> np.ndarray:
+  """P identities from a random `order` of all labels, pairs kept together.
+
+  Walking `order`: a label without a partner is taken; the lower label of a
+  pair brings both (when two places are left); the higher one is skipped (its
+  pair comes with the lower). So every identity is drawn about as often as
+  without pairing (P / N), and a pair that is drawn is always in one batch.
+  """
+  chosen = []
+  for label in order:
+    partner = int(partners[label])
+    if partner < 0:
+      chosen.append(int(label))
+    elif label < partner and len(chosen) + 2 <= num_identities:
+      chosen += [int(label), partner]
+    if len(chosen) == num_identities:
+      break
+  if len(chosen) < num_identities:  # one place left and only pairs remain: split one
+    chosen += [int(x) for x in order if int(x) not in chosen][:num_identities - len(chosen)]
+  return np.asarray(chosen)
 
 
 def _tracklets_by_label(labels):

@@ -5,17 +5,6 @@ flag-free, so tests import it)."""
 import numpy as np
 
 
-def partner_labels(twin_pairs, train_pid_values) -> dict:
-  """{training label: its twin's label} from the generator's (a, b) identity
-  index pairs (training pid = index + 1) and the pipeline's sorted pids."""
-  label_of = {int(pid): label for label, pid in enumerate(train_pid_values)}
-  partner = {}
-  for a, b in twin_pairs:
-    if a + 1 in label_of and b + 1 in label_of:
-      partner[label_of[a + 1]], partner[label_of[b + 1]] = label_of[b + 1], label_of[a + 1]
-  return partner
-
-
 def co_occurrence(batch_labels, partner: dict) -> dict:
   """Over batches (each a (B,) label array): the fraction of batches holding both
   identities of at least one twin pair, and of twin-identity rows whose twin is

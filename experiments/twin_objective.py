@@ -38,25 +38,15 @@ common.define_step_flag()
 flags.adopt_module_key_flags(common)
 
 
-def training_twin_pairs(config) -> list:
-  """The (a, b) identity-index twin pairs among the synthetic dataset's training
-  identities, from its generator's split plan (nothing is rendered)."""
-  from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
-  from data_pipelines.synthetic_video_reid import synthetic_video_reid_dataset_builder as b  # pylint: disable=g-import-not-at-top
-  if config.dataset != 'synthetic_video_reid':
-    raise ValueError(f'--config.dataset={config.dataset!r}: this experiment needs the synthetic '
-                     "dataset's twin pairs ('synthetic_video_reid').")
-  name = config.dataset_config or b.Builder.DEFAULT_CONFIG_NAME
-  params = next(c.params for c in b.Builder.BUILDER_CONFIGS if c.name == name)
-  plan = splits.make_split_plan(params)
-  train = set(plan.train_identities)
-  return [p for p in plan.twin_pairs if p[0] in train]
-
-
 def twin_objective(config, workdir: str, step: str = 'latest', num_batches: int = 40) -> dict:
   """{'co_occurrence', 'classifier', 'hardest_negative'} (see the module docstring)."""
+  if config.dataset != 'synthetic_video_reid':
+    raise ValueError(f'--config.dataset={config.dataset!r}: this experiment needs the synthetic '
+                     "dataset's gait twins ('synthetic_video_reid').")
+  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
   train = common.make_data(config, training=True)
-  partner = stats.partner_labels(training_twin_pairs(config), train.train_pid_values)
+  partner = {label: int(p) for label, p in
+             enumerate(pipeline.twin_partners(train.builder, train.train_pid_values)) if p >= 0}
   plans = [train.plan(s).labels for s in range(config.num_train_steps)]
   out = {'workdir': workdir, 'twin_identities': len(partner),
          'identities': int(train.num_train_ids),

@@ -78,6 +78,11 @@ def _check_names(config, problems):
   _choice(problems, 'batch_sampler', config.batch_sampler, sampling.BATCH_SAMPLERS,
           'batch sampler')
   _choice(problems, 'eval.sampler', config.eval.sampler, sampling.EVAL_SAMPLERS, 'eval sampler')
+  if config.get('train_twins_together') and (config.dataset != 'synthetic_video_reid'
+                                              or config.batch_sampler != 'pk'):
+    problems.append(f'{_flag("train_twins_together", True)}: needs PK batches of the synthetic '
+                    "dataset, whose generator knows its gait twins (--config.dataset="
+                    "synthetic_video_reid, --config.batch_sampler=pk); set it False.")
   if config.eval.sampler == 'sequence':
     model = MODELS.get(config.model_name)
     if model is not None and not getattr(model, 'sequence_parts', False):

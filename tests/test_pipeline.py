@@ -107,3 +107,16 @@ def test_frames_of_different_sizes_decode_each_resized_on_its_own():
   stacked = pipeline.stack_frames([frames[1], frames[0]])  # pictures: the first one's size
   assert stacked.shape == (2, 80, 40, 3)
   np.testing.assert_array_equal(stacked[0], frames[1])
+
+
+def test_twin_partners_are_the_generators_training_twins(data):
+  from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
+  partners = pipeline.twin_partners(data.builder, data.train_pid_values)
+  pairs = splits.train_twin_pids(data.builder.builder_config.params)
+  assert pairs  # the tiny config has twins (twin_fraction 0.5)
+  pid = data.train_pid_values
+  got = {(int(pid[a]), int(pid[b])) for a, b in enumerate(partners) if b >= 0 and a < b}
+  assert got == {tuple(sorted(p)) for p in pairs}
+  # The twin flag the builder stores agrees: exactly the paired pids are twins.
+  ix = data.index['train']
+  assert set(ix.pid[ix.extras['gait_twin']].tolist()) == {x for p in pairs for x in p}

@@ -52,6 +52,39 @@ def test_pk_prefers_different_cameras(index):
         assert len(set(index.camid[rows])) == 2
 
 
+def test_choose_identities_keeps_pairs_together_by_hand():
+  partners = np.array([3, -1, -1, 0, 5, 4])  # pairs (0, 3), (4, 5)
+  # 3 is the higher of its pair: skipped; 1 taken; 0 brings 3; 2 taken.
+  assert sampling.choose_identities(np.array([3, 1, 0, 2, 4, 5]), partners, 4).tolist() == \
+      [1, 0, 3, 2]
+  # One place left and the next is a pair's lower label: skipped for a singleton.
+  assert sampling.choose_identities(np.array([1, 4, 2, 0, 3, 5]), partners, 2).tolist() == [1, 2]
+  # Only pairs remain for the last place: the first unchosen label fills it.
+  pairs_only = np.array([1, 0, 3, 2, -1])  # pairs (0, 1), (2, 3); 4 alone
+  assert sampling.choose_identities(np.array([4, 0, 1, 2, 3]), pairs_only, 2).tolist() == [4, 0]
+
+
+def test_pk_with_partners_always_draws_twins_together_at_the_usual_rate():
+  n, p = 150, 8
+  labels = np.repeat(np.arange(n), 2)
+  index = _index(labels.tolist(), [0, 1] * n, [10] * (2 * n))
+  partners = np.full(n, -1)
+  partners[np.arange(0, 30, 2)], partners[np.arange(1, 30, 2)] = np.arange(1, 30, 2), \
+      np.arange(0, 30, 2)
+  counts = np.zeros(n)
+  for step in range(3000):
+    plan = sampling.plan_pk_batch(index, labels, seed=0, step=step, num_identities=p,
+                                  num_instances=2, clip_len=4, clip_sampler='consecutive',
+                                  partners=partners)
+    present = set(plan.labels.tolist())
+    assert len(present) == p
+    assert all(partners[x] in present for x in present if partners[x] >= 0)
+    counts[list(present)] += 1
+  # Each identity is drawn in about P / N = 5.3% of batches, twins as often as the others.
+  assert abs(counts[:30].mean() / 3000 - p / n) < 0.006
+  assert abs(counts[30:].mean() / 3000 - p / n) < 0.003
+
+
 def test_identity_with_fewer_than_k_tracklets_repeats(index):
   plan = _plan(index, 0, num_identities=6, num_instances=3)
   rows = plan.tracklets[plan.labels == 4]

@@ -6,11 +6,6 @@ import pytest
 from experiments import objective_statistics as stats
 
 
-def test_partner_labels_map_identity_indices_through_sorted_pids():
-  # identities 0 and 3 are twins (pids 1, 4); pids 1, 2, 4 are trained (labels 0, 1, 2)
-  assert stats.partner_labels([(0, 3), (5, 6)], np.array([1, 2, 4])) == {0: 2, 2: 0}
-
-
 def test_co_occurrence_counts_batches_and_rows():
   partner = {0: 1, 1: 0, 2: 3, 3: 2}
   batches = [np.array([0, 0, 1, 1, 4, 4]),  # pair (0, 1) together: 4 twin rows with twin

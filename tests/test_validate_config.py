@@ -409,3 +409,13 @@ def test_crf_fusion_refuses_a_missing_region_workdir_before_anything(tmp_path):
       f'error: --lower_workdir={tmp_path}/none: expected the workdir of the lower-body model '
       '(python -m experiments.train --config.model.region=lower ...), found no such folder.')
   assert not (tmp_path / 'tfds').exists() and not (tmp_path / 'fusion').exists()
+
+
+def test_twins_together_needs_the_synthetic_datasets_pk_batches(config):
+  config.train_twins_together = True
+  validate.validate_config(config)  # the fixture's synthetic dataset and PK batches: fine
+  config.dataset, config.dataset_config = 'ilids_vid', ''
+  line = ('--config.train_twins_together=True: needs PK batches of the synthetic dataset, whose '
+          'generator knows its gait twins (--config.dataset=synthetic_video_reid, '
+          '--config.batch_sampler=pk); set it False.')
+  assert line in _problems(config)

@@ -212,6 +212,13 @@ def make_split_plan(p: GenerationParams) -> SplitPlan:
                    distractors, junk_ids)
 
 
+def train_twin_pids(params: GenerationParams) -> list[tuple[int, int]]:
+  """The (pid, pid) gait-twin pairs among the training identities (pid = index + 1)."""
+  plan = make_split_plan(params)
+  train = set(plan.train_identities)
+  return [(a + 1, b + 1) for a, b in plan.twin_pairs if a in train]
+
+
 @functools.lru_cache(maxsize=4096)
 def _identity(seed: int, index: int, twin_source: int) -> generative_model.Identity:
   if twin_source >= 0:

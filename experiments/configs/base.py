@@ -40,6 +40,9 @@ def get_config():
   c.num_identities = 8  # P
   c.num_instances = 4  # K; global batch = P * K clips
   c.num_pairs = 0  # pairs per step, batch_sampler='pairs' only (then P = num_pairs, K = 2)
+  # Diagnostic, synthetic dataset only: PK batches draw a training gait twin
+  # together with its twin (an oracle real datasets lack; issue 15).
+  c.train_twins_together = False
   c.use_flow = False  # batches carry 'flow' (B, T, H, W, 2), optical flow to the next frame
   # One random draw per clip, applied to all its frames (data_pipelines/augment.py).
   c.augment = ml_collections.ConfigDict(dict(

@@ -14,7 +14,8 @@ flags than its row's now is refused, in one line):
 
 With --record=DIR (a folder you commit, e.g. docs/study/t8), each finished
 run also leaves a small record, DIR/<name>/seed_<S>.json: its train flags,
-seed, code commit, date, wall time and metrics (not the per-query lists). A
+seed, code commit, date, machine, wall time and metrics (not the per-query
+lists; the same seed gives other numbers on another CPU type). A
 run with a record is not trained again, so a study too long for one machine
 or session accumulates by committing DIR; the table is written there too.
 A record made for other flags than the row's now is refused like a workdir.
@@ -28,6 +29,7 @@ printed and written to ROOT/table.md, the numbers to ROOT/table.json.
 
 import json
 import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -91,7 +93,7 @@ _KEPT = ('rank1', 'rank5', 'rank10', 'mAP', 'mINP', 'step', 'num_query', 'num_ga
 
 
 def make_record(train_flags: list, seed: str, results: dict, commit: str, date: str,
-                wall_s) -> dict:
+                wall_s, machine: str = '') -> dict:
   """The small, committable record of one finished run: its flags, provenance and
   metrics (the subsets' metrics too, without the per-query lists). `wall_s` is the
   training time of the call that finished it (None: finished by an earlier call)."""
@@ -100,7 +102,8 @@ def make_record(train_flags: list, seed: str, results: dict, commit: str, date: 
       name: {k: v for k, v in subset.items() if isinstance(v, (int, float))}
       for name, subset in results.get('subsets', {}).items()}
   return {'train_flags': train_flags, 'seed': seed, 'commit': commit, 'date': date,
-          'wall_s': None if wall_s is None else round(wall_s, 1), 'results': metrics}
+          'machine': machine, 'wall_s': None if wall_s is None else round(wall_s, 1),
+          'results': metrics}
 
 
 def read_record(record_dir, name: str, train_flags: list, seed: str):
@@ -137,6 +140,18 @@ def _commit(workdir: str) -> str:
     return 'unknown'
   commit = (code.get('git_commit') or 'unknown')[:12]
   return commit + (' (with uncommitted changes)' if code.get('git_dirty') else '')
+
+
+def _machine() -> str:
+  """'<CPU model>, <n> cores' of this machine (where the record is made, normally
+  where the run trained: float results differ between CPU types)."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return f'{model}, {os.cpu_count()} cores'
 
 
 def _train(name: str, train_flags: list, seed: str, workdir: str) -> None:
@@ -236,7 +251,7 @@ def main(argv):
         and _results(workdir) is not None):  # also a run finished before --record was given
       _write_json(os.path.join(record_dir, name, f'seed_{seed}.json'),
                   make_record(rows[name], seed, _results(workdir), _commit(workdir),
-                              time.strftime('%Y-%m-%d', time.gmtime()), wall_s))
+                              time.strftime('%Y-%m-%d', time.gmtime()), wall_s, _machine()))
     if finished(name, seed) is not None:
       results.setdefault(name, {})[seed] = finished(name, seed)
   markdown, numbers = table(rows, results, seeds)

@@ -59,10 +59,10 @@ def test_records_keep_metrics_and_provenance_and_refuse_changed_rows(tmp_path):
   results = {'rank1': 0.9, 'rank5': 0.95, 'mAP': 0.8, 'mINP': 0.5, 'step': 500,
              'per_query': [1, 2, 3],
              'subsets': {'gait_twins': {'rank1': 0.6, 'mAP': 0.55, 'queries': [4, 5]}}}
-  record = seed_table.make_record(flags, '1', results, 'abc1234', '2026-12-02', 61.27)
+  record = seed_table.make_record(flags, '1', results, 'abc1234', '2026-12-02', 61.27, 'cpu')
   assert record == {
       'train_flags': flags, 'seed': '1', 'commit': 'abc1234', 'date': '2026-12-02',
-      'wall_s': 61.3, 'results': {'rank1': 0.9, 'rank5': 0.95, 'mAP': 0.8, 'mINP': 0.5,
+      'machine': 'cpu', 'wall_s': 61.3, 'results': {'rank1': 0.9, 'rank5': 0.95, 'mAP': 0.8, 'mINP': 0.5,
                                   'step': 500, 'subsets': {'gait_twins': {'rank1': 0.6,
                                                                           'mAP': 0.55}}}}
   assert seed_table.METRICS[2][1](record['results']) == 0.6  # the table reads records as is

@@ -6,7 +6,21 @@ summary. User errors end in one line, as in every entry point."""
 import json
 from typing import Callable
 
+from absl import flags
+
 from experiments import common
+
+
+def define_flags(batches_help: str = '', batches_default: int = 0):
+  """Defines --output, the common flags, --step and, given `batches_help`,
+  --batches (call at import of the command, then adopt this module's and
+  common's key flags). Returns the --output holder, or (--output, --batches)."""
+  output = flags.DEFINE_string('output', None, 'The JSON file to write.', required=True)
+  common.define_flags()
+  common.define_step_flag()
+  if not batches_help:
+    return output
+  return output, flags.DEFINE_integer('batches', batches_default, batches_help, lower_bound=1)
 
 
 def summary(results: dict) -> dict:

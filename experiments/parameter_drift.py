@@ -22,9 +22,8 @@ from experiments.drift_statistics import drift_by_group, format_table
 from jaxreid import sharding
 from jaxreid.training import setup
 
-_OUTPUT = flags.DEFINE_string('output', None, 'The JSON file to write.', required=True)
-common.define_flags()
-common.define_step_flag()
+_OUTPUT = checkpoint_experiment.define_flags()
+flags.adopt_module_key_flags(checkpoint_experiment)
 flags.adopt_module_key_flags(common)
 
 

@@ -27,11 +27,9 @@ from jaxreid import inference, sharding
 from jaxreid.evaluation import retrieval
 from jaxreid.training import setup
 
-_OUTPUT = flags.DEFINE_string('output', None, 'The JSON file to write.', required=True)
-_BATCHES = flags.DEFINE_integer('batches', 50, 'Training batches the population statistics '
-                                'average over.', lower_bound=1)
-common.define_flags()
-common.define_step_flag()
+_OUTPUT, _BATCHES = checkpoint_experiment.define_flags(
+    'Training batches the population statistics average over.', 50)
+flags.adopt_module_key_flags(checkpoint_experiment)
 flags.adopt_module_key_flags(common)
 
 

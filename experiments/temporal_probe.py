@@ -29,10 +29,9 @@ from jaxreid import inference, sharding
 from jaxreid.evaluation import retrieval
 from jaxreid.training import setup
 
-_OUTPUT = flags.DEFINE_string('output', None, 'The JSON file to write.', required=True)
+_OUTPUT = checkpoint_experiment.define_flags()
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the shuffled frame orders.')
-common.define_flags()
-common.define_step_flag()
+flags.adopt_module_key_flags(checkpoint_experiment)
 flags.adopt_module_key_flags(common)
 
 def probe(config, workdir: str, step: str = 'latest', seed: int = 0) -> dict:

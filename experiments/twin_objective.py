@@ -30,11 +30,9 @@ from experiments import objective_statistics as stats
 from jaxreid import inference, sharding
 from jaxreid.training import setup
 
-_OUTPUT = flags.DEFINE_string('output', None, 'The JSON file to write.', required=True)
-_BATCHES = flags.DEFINE_integer('batches', 40, 'Training batches the classifier statistics '
-                                'average over.', lower_bound=1)
-common.define_flags()
-common.define_step_flag()
+_OUTPUT, _BATCHES = checkpoint_experiment.define_flags(
+    'Training batches the classifier statistics average over.', 40)
+flags.adopt_module_key_flags(checkpoint_experiment)
 flags.adopt_module_key_flags(common)
 
 

@@ -34,6 +34,13 @@ def test_missing_seeds_are_listed_not_invented():
   assert '| other | none | n/a | n/a | n/a |  |  |' in markdown
 
 
+def test_one_paired_seed_shows_its_difference_without_a_verdict():
+  results = {'pooling': {'0': _result(0.9, 0.60), '1': _result(0.9, 0.62)},
+             'other': {'1': _result(0.8, 0.55)}}
+  markdown, _ = seed_table.table({'pooling': [], 'other': []}, results, ['0', '1'])
+  assert markdown.splitlines()[3].endswith('| 55.0 (n = 1) | -7.0 (n = 1) | one seed |')
+
+
 def test_row_syntax():
   assert seed_table.parse_row('m3d=experiments/configs/m3d_synthetic.py:m3d --config.clip_len=8') \
       == ('m3d', ['--config=experiments/configs/m3d_synthetic.py:m3d', '--config.clip_len=8'])

@@ -57,7 +57,7 @@ def _np_temporal_conv_same(s, p):
 def test_to_grid_pools_repeats_and_falls_back():
   x = np.random.default_rng(0).normal(size=(2, 8, 4, 3)).astype(np.float32)
   np.testing.assert_allclose(mstn.to_grid(jnp.asarray(x), (2, 1)), _np_block_mean(x, 4, 4),
-                             rtol=1e-6)
+                             rtol=1e-5, atol=1e-6)  # float32 means of 16: XLA sums in its own order
   up = np.asarray(mstn.to_grid(jnp.asarray(x), (16, 8)))
   np.testing.assert_array_equal(up, x.repeat(2, axis=1).repeat(2, axis=2))
   assert mstn.to_grid(jnp.asarray(x), (16, 8), 'bilinear').shape == (2, 16, 8, 3)

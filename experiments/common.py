@@ -14,6 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import multihost
 from jaxreid.training import checkpoint, run_record
 
 _FLAGS = {}
@@ -237,41 +238,6 @@ EXIT_INTERRUPTED = 130
 # Exit status after a preemption notice (SIGTERM) and the final save: 128 + 15,
 # what a shell reports for a process ended by SIGTERM.
 EXIT_PREEMPTED = 143
-_MULTIHOST_FLAGS = {}
-
-
-def define_multihost_flags():
-  """--multihost and the explicit coordinator flags (entry points, at import)."""
-  if _MULTIHOST_FLAGS:
-    return
-  _MULTIHOST_FLAGS['multihost'] = flags.DEFINE_bool(
-      'multihost', False, 'Join a multi-process run: calls jax.distributed.initialize(), '
-      'which detects Cloud TPU pods, Slurm and Kubernetes by itself; on other clusters '
-      'pass --coordinator_address, --num_processes and --process_id.')
-  _MULTIHOST_FLAGS['coordinator_address'] = flags.DEFINE_string(
-      'coordinator_address', None, 'host:port of process 0 (with --multihost).')
-  _MULTIHOST_FLAGS['num_processes'] = flags.DEFINE_integer(
-      'num_processes', None, 'Number of processes (with --multihost).')
-  _MULTIHOST_FLAGS['process_id'] = flags.DEFINE_integer(
-      'process_id', None, 'This process\'s index, 0..num_processes-1 (with --multihost).')
-
-
-def init_multihost():
-  """Calls ``jax.distributed.initialize`` when --multihost is given. Must run
-  before anything asks JAX for its devices."""
-  if not _MULTIHOST_FLAGS or not _MULTIHOST_FLAGS['multihost'].value:
-    for name in ('coordinator_address', 'num_processes', 'process_id'):
-      if _MULTIHOST_FLAGS and _MULTIHOST_FLAGS[name].value is not None:
-        raise app.UsageError(f'--{name} needs --multihost.')
-    return
-  explicit = {name: _MULTIHOST_FLAGS[name].value
-              for name in ('coordinator_address', 'num_processes', 'process_id')
-              if _MULTIHOST_FLAGS[name].value is not None}
-  jax.distributed.initialize(**explicit)
-  logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
-
-
 class _DropLibraryChatter(logging.logging.Filter):
   """Hides the INFO lines of `_CHATTY_MODULES`."""
 
@@ -384,7 +350,17 @@ def run_main(argv, run, command: str = 'train'):
   --config.all_splits=True; user errors end in one line."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  init_multihost()
+  multihost.init()
+  try:
+    _run_main(run, command)
+  except SystemExit as e:
+    if e.code in (None, 0, EXIT_PREEMPTED):
+      multihost.shutdown()
+    raise
+  multihost.shutdown()
+
+
+def _run_main(run, command: str):
   config, workdir = run_or_exit(config_and_workdir)
   run_or_exit(lambda: check_config(config, workdir, command))
   # WORKDIR/log.txt: the absl log; a training run opens it itself, once it

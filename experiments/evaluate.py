@@ -14,13 +14,14 @@ experiments.train --config.all_splits=True) and reports mean and std.
 
 from absl import app, flags
 
-from experiments import common
+from experiments import common, multihost
 from jaxreid.training import evaluate as evaluate_lib
 
 common.define_flags()
 common.define_step_flag()
-common.define_multihost_flags()
+multihost.define_flags()
 flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
+flags.adopt_module_key_flags(multihost)
 
 
 def evaluate(config, workdir: str, step='latest') -> dict:

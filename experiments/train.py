@@ -13,12 +13,13 @@ mean and std over splits to WORKDIR/eval_results.json.
 
 from absl import app, flags
 
-from experiments import common
+from experiments import common, multihost
 from jaxreid.training import loop
 
 common.define_flags()
-common.define_multihost_flags()
+multihost.define_flags()
 flags.adopt_module_key_flags(common)  # --help lists --config, --workdir, ...
+flags.adopt_module_key_flags(multihost)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -65,3 +65,18 @@ def check_batch_divisible(global_batch_size: int, mesh, what: str):
     raise ValueError(
         f'{what} = {global_batch_size} is not divisible by the {n} devices of the '
         f'data mesh; choose a multiple of {n}.')
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 1800):
+  """Blocks until every process reaches the barrier `name` (no-op with one process).
+
+  Uses the coordination service's barrier (through Orbax), not a collective: on
+  CPU, JAX's collectives (Gloo) give the processes only 30 s to meet at the first
+  run of a new collective and then fail ("Gloo context initialization failed");
+  the train step's first run can be further apart than that when one process
+  builds its input pipeline or compiles more slowly (seen under CI load on
+  2026-12-02). `name` must be unique within the run.
+  """
+  if jax.process_count() > 1:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)

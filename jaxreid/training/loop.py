@@ -123,11 +123,16 @@ def _train(config, data, mesh, run: setup.Setup, writer, evaluate_now):
       wait_start = time.perf_counter()
       batch = next(batches)
       data_wait += time.perf_counter() - wait_start
-      if step == start_step:  # the first call compiles: say so, it can take minutes
+      global_batch = sharding.to_global(batch, mesh)
+      if step == start_step:  # compiling can take minutes: say so
         logging.info('Compiling the train step (the first step of every run: seconds for the '
                      'default config, minutes for the full-size video networks) ...')
         compile_start = time.time()
-      state, metrics = train_step(state, sharding.to_global(batch, mesh))
+        # Compile ahead, then meet: the first run of the step's collectives
+        # needs every process there at once (`wait_for_all_processes`).
+        train_step = train_step.lower(state, global_batch).compile()
+        sharding.wait_for_all_processes(f'jaxreid_first_train_step_{step}')
+      state, metrics = train_step(state, global_batch)
       if step == start_step:
         jax.block_until_ready(metrics)
         logging.info('Compiled the train step and ran step %d in %.0f s.', step + 1,

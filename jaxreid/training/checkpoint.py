@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from jaxreid import sharding
 from jaxreid.training import workdir_lock
 
 # The meta keys the network's shapes follow: all that inference needs to match
@@ -254,9 +255,8 @@ class Checkpointer:
         if self.for_training:
           raise
         failed = e
-    if jax.process_count() > 1:  # every process sees the step gone before going on
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices(f'jaxreid_set_aside_{step}')
+    # Every process sees the step gone before going on.
+    sharding.wait_for_all_processes(f'jaxreid_set_aside_{step}')
     if failed is not None:
       logging.warning('Checkpoint %s does not restore (%s: %s); skipped (could not move it: '
                       '%s).', path, what, reason, failed.strerror or failed)

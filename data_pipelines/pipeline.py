@@ -101,15 +101,22 @@ class ReIDData:
       num_pairs, use_flow, seed, augment.*, eval.*; all declared in
       experiments/configs/base.py).
     process_index, process_count: this process's slice of every train batch.
+    wait_for_peers: a barrier of all processes. Process 0 prepares before it,
+      the others after it: concurrent builds of one shared copy collide.
   """
 
-  def __init__(self, config, process_index: int = 0, process_count: int = 1):
+  def __init__(self, config, process_index: int = 0, process_count: int = 1,
+               wait_for_peers=lambda: None):
     self.config = config
     self.process_index, self.process_count = process_index, process_count
+    if process_index > 0:
+      wait_for_peers()  # until process 0's copy is complete
     self.builder = datasets.prepare(config.dataset, config.dataset_config,
                                     data_dir=config.data_dir, manual_dir=config.manual_dir,
                                     # One rebuild per run (process 0), not one per process.
                                     reprepare=config.reprepare and process_index == 0)
+    if process_index == 0 and process_count > 1:
+      wait_for_peers()
     self._sources, self.index = {}, {}
     for split in ('train', 'query', 'gallery'):
       self._sources[split] = self.builder.as_data_source(
@@ -121,7 +128,9 @@ class ReIDData:
     self.num_train_ids = len(self.train_pid_values)
     self.partners = None  # (num_ids,) twin label of each label, or -1 (train_twins_together)
     if config.get('train_twins_together'):
-      self.partners = twin_partners(self.builder, self.train_pid_values)
+      from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
+      self.partners = splits.train_twin_partners(self.builder.builder_config.params,
+                                                 self.train_pid_values)
 
   @property
   def num_train_tracklets(self) -> int:
@@ -303,17 +312,6 @@ class ReIDData:
     return eval_batches(self.config, index.num_frames,
                         lambda t, picks: _frame_bytes(source, index.position[t], picks),
                         index.pid, index.camid)
-
-
-def twin_partners(builder, train_pid_values) -> np.ndarray:
-  """The synthetic generator's training gait-twin pairs as (num_ids,) partner
-  labels (-1: no twin); labels index the sorted training pids."""
-  from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
-  label_of = {int(pid): label for label, pid in enumerate(train_pid_values)}
-  partners = np.full(len(train_pid_values), -1, np.int64)
-  for a, b in splits.train_twin_pids(builder.builder_config.params):
-    partners[label_of[a]], partners[label_of[b]] = label_of[b], label_of[a]
-  return partners
 
 
 def eval_batches(config, num_frames, frame_bytes, pids, camids) -> Iterator[dict]:

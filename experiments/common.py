@@ -15,9 +15,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import multihost
+from jaxreid import sharding
 from jaxreid.training import checkpoint, run_record
 
 _FLAGS = {}
+# How long the other processes wait for process 0 to prepare a dataset (MARS
+# takes hours on a slow disk); a barrier, so no collective's 30-s window.
+PREPARE_TIMEOUT_S = 12 * 3600
 
 
 def define_flags():
@@ -98,7 +102,9 @@ def make_data(config, training: bool = True):
   setup_tensorflow()
   from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
   from experiments import durations, validate  # pylint: disable=g-import-not-at-top
-  data = pipeline.ReIDData(config, jax.process_index(), jax.process_count())
+  data = pipeline.ReIDData(config, jax.process_index(), jax.process_count(),
+                          wait_for_peers=lambda: sharding.wait_for_all_processes(
+                              'dataset_prepared', timeout_s=PREPARE_TIMEOUT_S))
   if training:
     validate.check_training_data(config, data.num_train_ids)
   durations.resolve(config, durations.steps_per_epoch(config, data))

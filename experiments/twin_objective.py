@@ -41,10 +41,11 @@ def twin_objective(config, workdir: str, step: str = 'latest', num_batches: int 
   if config.dataset != 'synthetic_video_reid':
     raise ValueError(f'--config.dataset={config.dataset!r}: this experiment needs the synthetic '
                      "dataset's gait twins ('synthetic_video_reid').")
-  from data_pipelines import pipeline  # pylint: disable=g-import-not-at-top
+  from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
   train = common.make_data(config, training=True)
-  partner = {label: int(p) for label, p in
-             enumerate(pipeline.twin_partners(train.builder, train.train_pid_values)) if p >= 0}
+  partners = splits.train_twin_partners(train.builder.builder_config.params,
+                                        train.train_pid_values)
+  partner = {label: int(p) for label, p in enumerate(partners) if p >= 0}
   plans = [train.plan(s).labels for s in range(config.num_train_steps)]
   out = {'workdir': workdir, 'twin_identities': len(partner),
          'identities': int(train.num_train_ids),

@@ -59,20 +59,24 @@ def test_entry_points_leave_jax_uninitialized_at_import(module):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path, tiny_data_dir):
+def test_two_processes_match_one_process(tmp_path):
+  """Also from an empty shared data_dir: process 0 prepares the dataset
+  while process 1 waits, then reuses it (concurrent TFDS builds of one copy
+  collide: "Cannot rename ... already exists" before the barrier)."""
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
-  logs = str(tmp_path / 'logs')
-  statuses = launch_local.launch('experiments.train', _args(multi, tiny_data_dir),
+  logs, data_dir = str(tmp_path / 'logs'), str(tmp_path / 'data')
+  statuses = launch_local.launch('experiments.train', _args(multi, data_dir),
                                  num_processes=2, devices_per_process=2, log_dir=logs,
                                  cwd=REPO, timeout=240)
   proc_logs = [open(os.path.join(logs, f'process_{i}.log')).read() for i in (0, 1)]
   assert statuses == [0, 0], proc_logs[0][-3000:] + proc_logs[1][-3000:]
   assert all('Process %d of 2; 2 local and 4 global devices' % i in proc_logs[i]
              for i in (0, 1))
+  assert 'Generating' in proc_logs[0] and 'Generating' not in proc_logs[1]
 
   env = launch_local.process_env(4)
   proc = subprocess.run([sys.executable, '-m', 'experiments.train',
-                         *_args(single, tiny_data_dir)], cwd=REPO, env=env,
+                         *_args(single, data_dir)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '4 devices' in proc.stderr
@@ -153,3 +157,5 @@ def test_sigterm_to_one_process_stops_all_after_the_same_saved_step(tmp_path, ti
   assert all(f'at step {step}' in log for log in proc_logs)
   assert sorted(_losses(proc_logs[0])) == [step + 1, step + 2]
   assert int(_load_state_at(workdir, end)['step']) == end
+
+

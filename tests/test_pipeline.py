@@ -111,8 +111,8 @@ def test_frames_of_different_sizes_decode_each_resized_on_its_own():
 
 def test_twin_partners_are_the_generators_training_twins(data):
   from data_pipelines.synthetic_video_reid import splits  # pylint: disable=g-import-not-at-top
-  partners = pipeline.twin_partners(data.builder, data.train_pid_values)
   pairs = splits.train_twin_pids(data.builder.builder_config.params)
+  partners = splits.train_twin_partners(data.builder.builder_config.params, data.train_pid_values)
   assert pairs  # the tiny config has twins (twin_fraction 0.5)
   pid = data.train_pid_values
   got = {(int(pid[a]), int(pid[b])) for a, b in enumerate(partners) if b >= 0 and a < b}

@@ -219,6 +219,16 @@ def train_twin_pids(params: GenerationParams) -> list[tuple[int, int]]:
   return [(a + 1, b + 1) for a, b in plan.twin_pairs if a in train]
 
 
+def train_twin_partners(params: GenerationParams, train_pid_values) -> np.ndarray:
+  """The training gait-twin pairs as (num_ids,) partner labels (-1: no twin);
+  labels index the sorted training pids ``train_pid_values``."""
+  label_of = {int(pid): label for label, pid in enumerate(train_pid_values)}
+  partners = np.full(len(train_pid_values), -1, np.int64)
+  for a, b in train_twin_pids(params):
+    partners[label_of[a]], partners[label_of[b]] = label_of[b], label_of[a]
+  return partners
+
+
 @functools.lru_cache(maxsize=4096)
 def _identity(seed: int, index: int, twin_source: int) -> generative_model.Identity:
   if twin_source >= 0:

@@ -89,3 +89,26 @@ def test_tensorflow_free_writer_writes_png_images(tmp_path):
   assert step == 7 and value.tag == 'ranked_lists/query_0003'
   np.testing.assert_array_equal(
       np.asarray(Image.open(io.BytesIO(value.image.encoded_image_string))), image[0])
+
+
+def test_a_record_lacking_fields_reads_back_with_base_defaults(tmp_path, caplog):
+  """An older version's config.json (fields added since missing) reads back with
+  base.py's defaults for those fields, every recorded value kept, and a warning
+  naming the missing fields; a complete record reads back unchanged."""
+  from experiments.configs import base, from_workdir, mstn_synthetic  # pylint: disable=g-import-not-at-top
+  config = mstn_synthetic.get_config('two_stage')
+  config.learning_rate, config.eval.batch_size = 5e-4, 16
+  run_record.write_config(str(tmp_path), config)
+  assert from_workdir.get_config(str(tmp_path)).to_dict() == config.to_dict()
+  with open(tmp_path / 'config.json') as f:
+    record = json.load(f)
+  del record['config']['eval']['flip'], record['config']['best_checkpoint_metric']
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(record, f)
+  read = from_workdir.get_config(str(tmp_path))
+  defaults = base.get_config()
+  assert read.eval.flip == defaults.eval.flip
+  assert read.best_checkpoint_metric == defaults.best_checkpoint_metric
+  read.eval.flip, read.best_checkpoint_metric = config.eval.flip, config.best_checkpoint_metric
+  assert read.to_dict() == config.to_dict()
+  assert 'lacks best_checkpoint_metric, eval.flip' in caplog.text

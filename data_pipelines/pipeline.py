@@ -110,13 +110,15 @@ class ReIDData:
     self.config = config
     self.process_index, self.process_count = process_index, process_count
     if process_index > 0:
-      wait_for_peers()  # until process 0's copy is complete
-    self.builder = datasets.prepare(config.dataset, config.dataset_config,
-                                    data_dir=config.data_dir, manual_dir=config.manual_dir,
-                                    # One rebuild per run (process 0), not one per process.
-                                    reprepare=config.reprepare and process_index == 0)
-    if process_index == 0 and process_count > 1:
-      wait_for_peers()
+      wait_for_peers()  # until process 0's copy is complete (or its preparation failed)
+    try:
+      self.builder = datasets.prepare(config.dataset, config.dataset_config,
+                                      data_dir=config.data_dir, manual_dir=config.manual_dir,
+                                      # One rebuild per run (process 0), not one per process.
+                                      reprepare=config.reprepare and process_index == 0)
+    finally:  # on failure too: the others then meet the same error themselves
+      if process_index == 0 and process_count > 1:
+        wait_for_peers()
     self._sources, self.index = {}, {}
     for split in ('train', 'query', 'gallery'):
       self._sources[split] = self.builder.as_data_source(

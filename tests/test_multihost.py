@@ -159,3 +159,26 @@ def test_sigterm_to_one_process_stops_all_after_the_same_saved_step(tmp_path, ti
   assert int(_load_state_at(workdir, end)['step']) == end
 
 
+
+
+@pytest.mark.slow
+def test_a_preparation_error_on_process_0_ends_both_with_its_line(tmp_path):
+  """Process 0 prepares while the other waits; when preparing fails (a corrupt
+  frame in a fabricated MARS tree), both processes end with the error's one line
+  (status 2). With a barrier reached only on success, process 1 waited forever."""
+  from test_faults_data import BAD_FRAME, _corrupt_body  # pylint: disable=g-import-not-at-top
+  from test_mars_builder import make_tree  # pylint: disable=g-import-not-at-top
+  files = make_tree(tmp_path / 'manual')
+  files[BAD_FRAME].write_bytes(_corrupt_body(files[BAD_FRAME].read_bytes()))
+  args = ['--config=experiments/configs/tiny.py', f'--workdir={tmp_path / "run"}',
+          '--config.dataset=mars', '--config.dataset_config=',
+          f'--config.manual_dir={tmp_path / "manual"}', f'--config.data_dir={tmp_path / "data"}',
+          '--config.num_train_steps=1', '--config.num_identities=2']
+  logs = str(tmp_path / 'logs')
+  statuses = launch_local.launch('experiments.train', args, num_processes=2,
+                                 devices_per_process=1, log_dir=logs, cwd=REPO, timeout=240)
+  proc_logs = [open(os.path.join(logs, f'process_{i}.log')).read() for i in (0, 1)]
+  assert statuses == [2, 2], proc_logs[0][-3000:] + proc_logs[1][-3000:]
+  for log in proc_logs:
+    assert f'error: {files[BAD_FRAME]}: expected a JPEG frame that decodes' in log
+    assert 'Traceback' not in log

@@ -117,7 +117,7 @@ class ReIDData:
                                       # One rebuild per run (process 0), not one per process.
                                       reprepare=config.reprepare and process_index == 0)
     finally:  # on failure too: the others then meet the same error themselves
-      if process_index == 0 and process_count > 1:
+      if process_index == 0:  # (a no-op with one process)
         wait_for_peers()
     self._sources, self.index = {}, {}
     for split in ('train', 'query', 'gallery'):

@@ -21,7 +21,8 @@ def init_train_step(config, mesh, clip_len: int, num_classes: int):
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
+  rng = jax.random.key(0)
+  state = setup.compile_init(init, state_sh, rng)(rng)
   return model, state, step_lib.make_train_step(config, schedule, state_sh, mesh)
 
 

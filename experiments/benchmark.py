@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from experiments import bench_gpu
+from experiments import bench_init_compile
 from experiments import bench_pipeline
 from experiments import bench_scan_compile
 from experiments import bench_scaling
@@ -349,6 +350,7 @@ SUITES: Dict[str, Callable] = {
     'train_step': bench_train_step.run_train_step_benchmark,
     'scan_compile': bench_scan_compile.run_scan_compile_benchmark,
     'gpu': bench_gpu.run_gpu_benchmark,
+    'init_compile': bench_init_compile.run_init_compile_benchmark,
 }
 _SUITE_HELP = {
     'pipeline': 'frames/s and clips/s of the tf.data input pipeline at 1, 2 and tuned '
@@ -361,12 +363,14 @@ _SUITE_HELP = {
                     '(flags --scan_compile_*)',
     'gpu': 'every network at full size, float32 and bfloat16, with MFU: for a GPU machine '
            '(flags --gpu_*, --dry_run; also python -m experiments.bench_gpu)',
+    'init_compile': 'compile time of a new run\'s init program, XLA\'s default options '
+                    'against the library\'s, and bit equality (flags --init_compile_*)',
 }
 _SUITE = flags.DEFINE_enum(
     'suite', 'ranking', list(SUITES),
     'Which suite to run. ' + '; '.join(f'{k}: {v}' for k, v in _SUITE_HELP.items()) + '.')
 for _module in (bench_pipeline, bench_scaling, bench_train_step, bench_scan_compile,
-                bench_gpu):
+                bench_gpu, bench_init_compile):
   flags.adopt_module_key_flags(_module)  # --help lists every suite's flags
 
 

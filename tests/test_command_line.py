@@ -47,10 +47,10 @@ def test_help_lists_the_entry_points_flags(module, own_flag):
 
 def test_benchmark_help_lists_suites_and_their_flags():
   text = _help('experiments.benchmark')
-  for suite in ('pipeline', 'ranking', 'scaling', 'train_step', 'scan_compile'):
+  for suite in ('pipeline', 'ranking', 'scaling', 'train_step', 'scan_compile', 'init_compile'):
     assert f'{suite}:' in text, suite
   for flag in ('--train_step_clips', '--pipeline_batches', '--scaling_devices',
-               '--scan_compile_frames', '--mars_info_dir'):
+               '--scan_compile_frames', '--init_compile_models', '--mars_info_dir'):
     assert flag in text, flag
 
 

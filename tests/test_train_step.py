@@ -23,7 +23,7 @@ def _setup(config, devices, num_classes=4):
                                                                 config.width))
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
+  state = setup.compile_init(init, state_sh, jax.random.key(0))(jax.random.key(0))
   return mesh, state, step_lib.make_train_step(config, schedule, state_sh, mesh)
 
 

@@ -61,9 +61,24 @@ def _blueprint(config, num_classes: int, mesh) -> _Blueprint:
                     checkpoint.abstract_with_shardings(abstract, state_sharding), state_sharding)
 
 
+# XLA compile options of the init program, by backend. On CPU, XLA's default
+# LLVM optimization level (3) spends most of an init's compile time on the
+# initializers' unrolled threefry; level 2 compiles it 2-4x faster into
+# bitwise the same parameters (`python -m experiments.benchmark
+# --suite=init_compile`, docs/benchmarks.md). Init runs once, so how fast its
+# code runs does not matter.
+INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 2}}
+
+
+def compile_init(init: Callable, state_sharding, rng):
+  """``jax.jit(init)`` compiled ahead for `rng`, with ``INIT_COMPILER_OPTIONS``."""
+  lowered = jax.jit(init, out_shardings=state_sharding).lower(rng)
+  return lowered.compile(compiler_options=INIT_COMPILER_OPTIONS.get(jax.default_backend()))
+
+
 def _initial_state(config, blueprint: _Blueprint):
-  state = jax.jit(blueprint.init, out_shardings=blueprint.state_sharding)(
-      jax.random.key(config.seed))
+  rng = jax.random.key(config.seed)
+  state = compile_init(blueprint.init, blueprint.state_sharding, rng)(rng)
   if config.pretrained:  # ImageNet weights; the model says where they go
     state = pretrained.load_into_train_state(state, blueprint.model, config.pretrained,
                                              blueprint.state_sharding)

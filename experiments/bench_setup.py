@@ -19,9 +19,9 @@ def init_train_step(config, mesh, clip_len: int, num_classes: int):
   sample = state_lib.sample_input(clip_len, config.height, config.width,
                                   flow=config.use_flow)
   init = lambda rng: state_lib.create_train_state(model, tx, rng, sample)
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
   rng = jax.random.key(0)
+  abstract = jax.eval_shape(init, rng)
+  state_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
   state = setup.compile_init(init, state_sh, rng)(rng)
   return model, state, step_lib.make_train_step(config, schedule, state_sh, mesh)
 

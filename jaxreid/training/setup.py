@@ -61,10 +61,10 @@ def _blueprint(config, num_classes: int, mesh) -> _Blueprint:
                     checkpoint.abstract_with_shardings(abstract, state_sharding), state_sharding)
 
 
-# XLA compile options of the init program, by backend. On CPU, XLA's default
-# LLVM optimization level (3) spends most of an init's compile time on the
-# initializers' unrolled threefry; level 2 compiles it 2-4x faster into
-# bitwise the same parameters (`python -m experiments.benchmark
+# XLA compile options of the init program, by backend. On CPU, most of an
+# init's compile time at XLA's default LLVM optimization level (3) goes into
+# the initializers' threefry random bits; level 2 compiles every model's init
+# 2-3x faster into bitwise the same state (`python -m experiments.benchmark
 # --suite=init_compile`, docs/benchmarks.md). Init runs once, so how fast its
 # code runs does not matter.
 INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 2}}
